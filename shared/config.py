@@ -197,8 +197,7 @@ class Settings(BaseSettings):
             raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
         if self.timeframe not in TIMEFRAME_MS:
             raise ValueError(
-                f"{env_name('timeframe')}={self.timeframe} must be one of "
-                f"{', '.join(TIMEFRAME_MS)}"
+                f"{env_name('timeframe')}={self.timeframe} must be one of {', '.join(TIMEFRAME_MS)}"
             )
         if self.scan_interval <= 0 or self.coin_rotate_hours <= 0:
             bad = "scan_interval" if self.scan_interval <= 0 else "coin_rotate_hours"

@@ -1,4 +1,4 @@
-"""Logging setup: one line per event to stdout and to a daily file ``logs/<service>_YYYY-MM-DD.log``."""
+"""Logging: one line per event to stdout and to a daily file logs/<service>_YYYY-MM-DD.log."""
 
 from __future__ import annotations
 
@@ -31,7 +31,7 @@ class DailyFileHandler(logging.handlers.TimedRotatingFileHandler):
         # The closed file keeps the name of its own day; the new one gets today's.
         return default_name
 
-    def doRollover(self) -> None:  # noqa: N802 - stdlib name
+    def doRollover(self) -> None:
         if self.stream:
             self.stream.close()
             self.stream = None  # type: ignore[assignment]

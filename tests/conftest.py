@@ -1,3 +1,3 @@
-"""Fixtures shared by the whole suite: a private Redis-compatible server and the exchange simulator."""
+"""Fixtures for the whole suite: a private Redis-compatible server, the exchange simulator."""
 
 pytest_plugins = ["tests.fixtures.redis_server", "tests.fixtures.sim"]
