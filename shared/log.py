@@ -34,7 +34,7 @@ class DailyFileHandler(logging.handlers.TimedRotatingFileHandler):
     def doRollover(self) -> None:
         if self.stream:
             self.stream.close()
-            self.stream = None  # type: ignore[assignment]
+            self.stream = None
         self.baseFilename = self._path_for(time.time())
         self.rolloverAt = self.computeRollover(int(time.time()))
 
