@@ -6,7 +6,7 @@ from __future__ import annotations
 def candle_price_path(
     open_: float, high: float, low: float, close: float
 ) -> tuple[float, float, float, float]:
-    """Return open, then low then high for a green candle (close >= open), else high then low, then close."""
+    """Return (open, low, high, close) for a green candle (close >= open), else (o, h, l, c)."""
     if close >= open_:
         return (open_, low, high, close)
     return (open_, high, low, close)
