@@ -1,0 +1,169 @@
+"""Settings: STRATEGY.md defaults, validation rules with one-line messages, env and TOML sources."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from shared.config import ConfigError, Settings, load_settings
+
+STRATEGY_DEFAULTS = {
+    "LEVERAGE": 3,
+    "TRADE_PCT": 0.80,
+    "MAX_POSITIONS": 3,
+    "TOP_N": 8,
+    "TIMEFRAME": "5m",
+    "CANDLE_LIMIT": 100,
+    "MIN_BODY_PCT": 0.007,
+    "LONG_VR": 1.8,
+    "SHORT_VR": 1.5,
+    "VR_WINDOW": 20,
+    "CHOP_PERIOD": 14,
+    "CHOP_THRESHOLD": 50,
+    "SL_PCT": 0.02,
+    "TRAIL_ACTIVATE": 0.02,
+    "TRAIL_STOP": 0.005,
+    "SURGE_THRESHOLD": 0.04,
+    "SURGE_TRAIL_STOP": 0.0025,
+    "FEE_RATE": 0.0005,
+    "SLIPPAGE": 0.0,
+    "SCAN_INTERVAL": 10,
+    "COIN_ROTATE_HOURS": 3,
+    "QUOTE": "USDT",
+}
+
+
+@pytest.fixture(autouse=True)
+def _clean_env(monkeypatch: pytest.MonkeyPatch) -> None:
+    import os
+
+    for key in list(os.environ):
+        if key.startswith("TB_"):
+            monkeypatch.delenv(key)
+
+
+def test_defaults_match_strategy_md() -> None:
+    s = Settings()
+    for name, value in STRATEGY_DEFAULTS.items():
+        assert getattr(s, name.lower()) == value, name
+
+
+def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TB_LEVERAGE", "5")
+    monkeypatch.setenv("tb_top_n", "4")
+    s = load_settings()
+    assert (s.leverage, s.top_n) == (5, 4)
+
+
+@pytest.mark.parametrize(
+    ("env", "message"),
+    [
+        ({"TB_TRAIL_STOP": "0.03"}, "TB_TRAIL_STOP=0.03 must be smaller than TRAIL_ACTIVATE=0.02"),
+        ({"TB_TRAIL_STOP": "0.02"}, "TB_TRAIL_STOP=0.02 must be smaller than TRAIL_ACTIVATE=0.02"),
+        (
+            {"TB_SURGE_TRAIL_STOP": "0.006"},
+            "TB_SURGE_TRAIL_STOP=0.006 must be at most TRAIL_STOP=0.005",
+        ),
+        (
+            {"TB_SURGE_THRESHOLD": "0.019"},
+            "TB_SURGE_THRESHOLD=0.019 must be at least TRAIL_ACTIVATE=0.02",
+        ),
+        ({"TB_LEVERAGE": "126"}, "TB_LEVERAGE=126 must be between 1 and 125"),
+        ({"TB_LEVERAGE": "0"}, "TB_LEVERAGE=0 must be between 1 and 125"),
+        ({"TB_MAX_POSITIONS": "0"}, "TB_MAX_POSITIONS=0 must be at least 1"),
+        ({"TB_TOP_N": "0"}, "TB_TOP_N=0 must be at least 1"),
+        ({"TB_TRADE_PCT": "1.0"}, "TB_TRADE_PCT=1.0 must be a fraction in (0, 1)"),
+        ({"TB_SL_PCT": "0"}, "TB_SL_PCT=0.0 must be a fraction in (0, 1)"),
+        ({"TB_FEE_RATE": "-0.1"}, "TB_FEE_RATE=-0.1 must be a fraction in (0, 1)"),
+        ({"TB_SLIPPAGE": "1"}, "TB_SLIPPAGE=1.0 must be a fraction in [0, 1)"),
+        ({"TB_TIMEFRAME": "7m"}, "TB_TIMEFRAME=7m must be one of"),
+        ({"TB_LEVERAGE": "abc"}, "TB_LEVERAGE='abc'"),
+        ({"TB_EXCHANGE": "binanceusdm"}, "needs TB_API_KEY and TB_API_SECRET"),
+    ],
+)
+def test_invalid_settings_name_setting_value_and_rule(
+    monkeypatch: pytest.MonkeyPatch, env: dict[str, str], message: str
+) -> None:
+    for k, v in env.items():
+        monkeypatch.setenv(k, v)
+    with pytest.raises(ConfigError) as info:
+        load_settings()
+    assert message in str(info.value)
+    assert "\n" not in str(info.value)
+
+
+def test_slippage_zero_is_allowed() -> None:
+    assert Settings(slippage=0.0).slippage == 0.0
+
+
+def test_boundaries_that_are_allowed() -> None:
+    s = Settings(surge_trail_stop=0.005, surge_threshold=0.02, leverage=125)
+    assert (s.surge_trail_stop, s.surge_threshold, s.leverage) == (0.005, 0.02, 125)
+
+
+def test_toml_file_and_env_precedence(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text('LEVERAGE = 7\ntop_n = 5\nTB_QUOTE = "USDC"\n')
+    monkeypatch.setenv("TB_TOP_N", "6")
+    s = load_settings(cfg)
+    assert (s.leverage, s.top_n, s.quote) == (7, 6, "USDC")
+
+
+def test_toml_unknown_key_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text("LEVERAGEE = 7\n")
+    with pytest.raises(ConfigError, match="unknown setting 'LEVERAGEE'"):
+        load_settings(cfg)
+
+
+def test_toml_missing_file(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_settings(tmp_path / "nope.toml")
+
+
+def test_toml_bad_value_is_named(tmp_path: Path) -> None:
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text("TRAIL_STOP = 0.03\n")
+    with pytest.raises(ConfigError, match="TB_TRAIL_STOP=0.03 must be smaller"):
+        load_settings(cfg)
+
+
+def test_secrets_masked() -> None:
+    s = Settings(api_key="key-123456", api_secret="sec-abcdef", redis_url="redis://:pw@h:6379/0")
+    text = " ".join(s.masked().values()) + repr(s) + str(s)
+    for secret in ("key-123456", "sec-abcdef", ":pw@"):
+        assert secret not in text
+
+
+def _run_cli(*args: str, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    import os
+
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")} | env
+    return subprocess.run(
+        [sys.executable, "-m", "shared.cli", *args],
+        capture_output=True,
+        text=True,
+        env=full_env,
+        check=False,
+        timeout=60,
+    )
+
+
+def test_cli_config_bad_value_exits_2_with_one_line() -> None:
+    proc = _run_cli("config", env={"TB_TRAIL_STOP": "0.03"})
+    assert proc.returncode == 2
+    lines = proc.stderr.strip().splitlines()
+    assert lines == ["config error: TB_TRAIL_STOP=0.03 must be smaller than TRAIL_ACTIVATE=0.02"]
+
+
+def test_cli_config_prints_every_setting_and_masks_secret() -> None:
+    proc = _run_cli("config", env={"TB_API_SECRET": "s3cr3t-value", "TB_API_KEY": "k3y-value"})
+    assert proc.returncode == 0, proc.stderr
+    names = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
+    assert set(STRATEGY_DEFAULTS) <= names
+    assert "s3cr3t-value" not in proc.stdout
+    assert "k3y-value" not in proc.stdout
+    assert "API_SECRET" in names
