@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import sys
 import tomllib
+from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, NoReturn
 
@@ -19,6 +20,9 @@ from pydantic_settings import (
 ENV_PREFIX = "TB_"
 CONFIG_ENV = "TB_CONFIG"
 EXIT_BAD_CONFIG = 2
+
+# The --config file of the current load_settings() call; falls back to $TB_CONFIG.
+_config_file: ContextVar[Path | None] = ContextVar("tb_config_file", default=None)
 
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
@@ -62,7 +66,8 @@ class TomlFileSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
         self._data: dict[str, Any] = {}
-        raw = os.environ.get(CONFIG_ENV)
+        given = _config_file.get()
+        raw = str(given) if given is not None else os.environ.get(CONFIG_ENV)
         if not raw:
             return
         path = Path(raw)
@@ -242,12 +247,13 @@ def _describe(err: ValidationError) -> str:
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from overrides, TB_* env and the TOML file; raise ConfigError if bad."""
-    if config_file is not None:
-        os.environ[CONFIG_ENV] = str(config_file)
+    token = _config_file.set(config_file)
     try:
         return Settings(**overrides)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+    finally:
+        _config_file.reset(token)
 
 
 def exit_bad_config(err: ConfigError) -> NoReturn:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -119,6 +120,23 @@ def test_toml_unknown_key_is_named(tmp_path: Path, monkeypatch: pytest.MonkeyPat
         load_settings(cfg)
 
 
+def test_config_file_does_not_leak_into_environment(tmp_path: Path) -> None:
+    import os
+
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text("LEVERAGE = 7\n")
+    assert load_settings(cfg).leverage == 7
+    assert "TB_CONFIG" not in os.environ
+    assert load_settings().leverage == 3
+
+
+def test_tb_config_env_names_the_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text("LEVERAGE = 9\n")
+    monkeypatch.setenv("TB_CONFIG", str(cfg))
+    assert load_settings().leverage == 9
+
+
 def test_toml_missing_file(tmp_path: Path) -> None:
     with pytest.raises(ConfigError, match="config file not found"):
         load_settings(tmp_path / "nope.toml")
@@ -127,7 +145,7 @@ def test_toml_missing_file(tmp_path: Path) -> None:
 def test_toml_bad_value_is_named(tmp_path: Path) -> None:
     cfg = tmp_path / "bot.toml"
     cfg.write_text("TRAIL_STOP = 0.03\n")
-    with pytest.raises(ConfigError, match="TB_TRAIL_STOP=0.03 must be smaller"):
+    with pytest.raises(ConfigError, match=re.escape("TB_TRAIL_STOP=0.03 must be smaller")):
         load_settings(cfg)
 
 
