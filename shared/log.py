@@ -6,6 +6,7 @@ import logging
 import logging.handlers
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 from pydantic import SecretStr
@@ -16,27 +17,29 @@ FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
 class DailyFileHandler(logging.handlers.TimedRotatingFileHandler):
     """Rotate at midnight UTC, naming each day's file ``<service>_YYYY-MM-DD.log``."""
 
-    def __init__(self, log_dir: Path, service: str) -> None:
+    def __init__(self, log_dir: Path, service: str, clock: Callable[[], float] = time.time) -> None:
         log_dir.mkdir(parents=True, exist_ok=True)
         self._log_dir = log_dir
         self._service = service
-        super().__init__(self._path_for(time.time()), when="midnight", utc=True, delay=True)
-        self.namer = self._name_rotated
+        self._clock = clock
+        super().__init__(self._path_for(clock()), when="midnight", utc=True, delay=True)
+        self.rolloverAt = self.computeRollover(int(clock()))
 
     def _path_for(self, ts: float) -> str:
         day = time.strftime("%Y-%m-%d", time.gmtime(ts))
         return str(self._log_dir / f"{self._service}_{day}.log")
 
-    def _name_rotated(self, default_name: str) -> str:
-        # The closed file keeps the name of its own day; the new one gets today's.
-        return default_name
+    def shouldRollover(self, record: logging.LogRecord) -> bool:
+        return self._clock() >= self.rolloverAt
 
     def doRollover(self) -> None:
+        """Close today's file and switch to the new day's; nothing is renamed."""
         if self.stream:
             self.stream.close()
             self.stream = None
-        self.baseFilename = self._path_for(time.time())
-        self.rolloverAt = self.computeRollover(int(time.time()))
+        now = self._clock()
+        self.baseFilename = self._path_for(now)
+        self.rolloverAt = self.computeRollover(int(now))
 
 
 class SecretFilter(logging.Filter):

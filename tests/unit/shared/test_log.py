@@ -1,0 +1,50 @@
+"""Logging: a daily file per service named by the UTC day, and secrets never written."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import pytest
+from pydantic import SecretStr
+
+from shared.log import DailyFileHandler, setup_logging
+
+DAY1 = 1_764_028_800.0  # 2025-11-25T00:00:00Z
+
+
+def test_daily_file_switches_at_utc_midnight(tmp_path: Path) -> None:
+    now = [DAY1 + 3600]
+    handler = DailyFileHandler(tmp_path, "executor", clock=lambda: now[0])
+    handler.setFormatter(logging.Formatter("%(message)s"))
+    log = logging.getLogger("test.daily")
+    log.propagate = False
+    log.addHandler(handler)
+    try:
+        log.warning("first day")
+        now[0] = DAY1 + 86_400 + 5
+        log.warning("second day")
+    finally:
+        log.removeHandler(handler)
+        handler.close()
+    assert (tmp_path / "executor_2025-11-25.log").read_text() == "first day\n"
+    assert (tmp_path / "executor_2025-11-26.log").read_text() == "second day\n"
+
+
+def test_setup_logging_masks_secrets_in_file_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    secret = SecretStr("hunter2-very-secret")
+    log = setup_logging("state", tmp_path, "INFO", secrets=[secret])
+    try:
+        log.info("connecting with key %s", "hunter2-very-secret")
+    finally:
+        for h in list(logging.getLogger().handlers):
+            h.close()
+            logging.getLogger().removeHandler(h)
+    files = list(tmp_path.glob("state_*.log"))
+    assert len(files) == 1
+    text = files[0].read_text()
+    assert "connecting with key **********" in text
+    assert "hunter2" not in text
+    out = capsys.readouterr().out
+    assert "connecting with key **********" in out
+    assert "hunter2" not in out
