@@ -31,7 +31,9 @@ def test_daily_file_switches_at_utc_midnight(tmp_path: Path) -> None:
     assert (tmp_path / "executor_2025-11-26.log").read_text() == "second day\n"
 
 
-def test_setup_logging_masks_secrets_in_file_and_stdout(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_setup_logging_masks_secrets_in_file_and_stdout(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     secret = SecretStr("hunter2-very-secret")
     log = setup_logging("state", tmp_path, "INFO", secrets=[secret])
     try:
