@@ -58,6 +58,7 @@ def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
                     "--appendfsync", "everysec",
                     "--save", "",
                     "--protected-mode", "yes",
+                    "--loglevel", "warning",
                 ],
             )
         )  # fmt: skip
@@ -118,6 +119,16 @@ def run_supervised(procs: list[Process], control_dir: Path) -> None:
         pubsub_endpoint=f"ipc://{control_dir / 'circus.pub'}",
         check_delay=1.0,
         loglevel="WARNING",
+        # A process that dies 3 times within 10 s is held back 5 s before the next try.
+        plugins=[
+            {
+                "use": "circus.plugins.flapping.Flapping",
+                "attempts": 3,
+                "window": 10,
+                "retry_in": 5,
+                "max_retry": -1,
+            }
+        ],
     )
     try:
         arbiter.start()
