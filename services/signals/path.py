@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import numpy as np
+from numpy.typing import NDArray
+
 
 def candle_price_path(
     open_: float, high: float, low: float, close: float
@@ -10,3 +13,14 @@ def candle_price_path(
     if close >= open_:
         return (open_, low, high, close)
     return (open_, high, low, close)
+
+
+def candle_price_paths(
+    open_: NDArray[np.float64],
+    high: NDArray[np.float64],
+    low: NDArray[np.float64],
+    close: NDArray[np.float64],
+) -> NDArray[np.float64]:
+    """Return the same four-event path for many candles, shape (n, 4), row i = candle i."""
+    green = close >= open_
+    return np.stack([open_, np.where(green, low, high), np.where(green, high, low), close], axis=1)
