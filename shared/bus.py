@@ -1,0 +1,278 @@
+"""The bus: publish messages to Redis Streams and consume them through consumer groups.
+
+Delivery is at least once. A consumer acks an entry only after its handler returned, so
+handlers must be idempotent by the message's natural id (signal id, client order id...):
+that is the caller's job. An entry whose handler raised stays pending and is retried when
+it has been idle ``reclaim_idle_ms`` (XAUTOCLAIM, which also takes over entries of dead
+consumers and counts deliveries). An entry that cannot be decoded, whose handler failed
+on its ``max_deliveries``-th delivery, or that was delivered more often than that without
+an ack (it keeps killing its consumer) is copied to the dead-letter stream and acked, in
+one transaction. A failed entry is retried after later entries, so order is not kept
+across failures. See docs/bus.md.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, Generic, TypeVar
+
+import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError, ResponseError, TimeoutError
+from tenacity import (
+    AsyncRetrying,
+    before_sleep_log,
+    retry_if_exception_type,
+    stop_after_delay,
+    wait_exponential,
+)
+
+from shared import keys
+from shared.metrics import BUS_ACKED, BUS_HANDLER_ERRORS, BUS_PUBLISHED, BUS_RECLAIMED, DLQ_MESSAGES
+from shared.schemas import FIELD, DlqEntry, DlqReason, Message, SchemaError, decode, encode
+
+log = logging.getLogger(__name__)
+
+M = TypeVar("M", bound=Message)
+Handler = Callable[[M, str], Awaitable[None]]
+Entry = tuple[bytes, dict[bytes, bytes] | None]
+
+_FIELD = FIELD.encode()
+
+
+def _maxlen(stream: str) -> int:
+    return keys.STREAM_MAXLEN.get(stream, keys.DEFAULT_MAXLEN)
+
+
+async def publish(client: aioredis.Redis, stream: str, msg: Message) -> str:
+    """Append one message to a stream (approximate MAXLEN trim); return its entry id."""
+    entry_id = await client.xadd(
+        stream, {_FIELD: encode(msg)}, maxlen=_maxlen(stream), approximate=True
+    )
+    BUS_PUBLISHED.labels(stream).inc()
+    return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
+
+
+async def publish_many(client: aioredis.Redis, stream: str, msgs: Sequence[Message]) -> list[str]:
+    """Append messages in one pipelined round trip; return their entry ids in order."""
+    maxlen = _maxlen(stream)
+    pipe = client.pipeline(transaction=False)
+    for msg in msgs:
+        pipe.xadd(stream, {_FIELD: encode(msg)}, maxlen=maxlen, approximate=True)
+    ids: list[Any] = await pipe.execute()
+    BUS_PUBLISHED.labels(stream).inc(len(ids))
+    return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+async def ensure_group(
+    client: aioredis.Redis, stream: str, group: str, start_id: str = "0"
+) -> bool:
+    """Create the consumer group (and the stream) unless it exists; return whether it was new."""
+    try:
+        await client.xgroup_create(stream, group, id=start_id, mkstream=True)
+    except ResponseError as e:
+        if "BUSYGROUP" in str(e):
+            return False
+        raise
+    return True
+
+
+def _group_gone(e: ResponseError) -> bool:
+    # NOGROUP: stream or group missing; UNBLOCKED: the stream was deleted during a blocking read.
+    return str(e).startswith(("NOGROUP", "UNBLOCKED"))
+
+
+class Consumer(Generic[M]):
+    """Run ``handler(message, entry_id)`` for every entry of ``stream`` read through ``group``."""
+
+    def __init__(
+        self,
+        client: aioredis.Redis,
+        stream: str,
+        group: str,
+        name: str,
+        handler: Handler[M],
+        model: type[M],
+        *,
+        count: int = 100,
+        block_ms: int = 1000,
+        reclaim_idle_ms: int = 30_000,
+        max_deliveries: int = 5,
+        start_id: str = "0",
+        reconnect_for_s: float = 60.0,
+    ) -> None:
+        if block_ms <= 0 or count <= 0 or max_deliveries <= 0 or reclaim_idle_ms <= 0:
+            raise ValueError("count, block_ms, reclaim_idle_ms and max_deliveries must be > 0")
+        self.client = client
+        self.stream = stream
+        self.group = group
+        self.name = name
+        self.handler = handler
+        self.model = model
+        self.count = count
+        self.block_ms = block_ms
+        self.reclaim_idle_ms = reclaim_idle_ms
+        self.max_deliveries = max_deliveries
+        self.start_id = start_id
+        self.reconnect_for_s = reconnect_for_s
+        self._reclaim_every_s = min(reclaim_idle_ms / 2000, 5.0)
+        self._next_reclaim = 0.0
+        self._acked = BUS_ACKED.labels(stream, group)
+        self._errors = BUS_HANDLER_ERRORS.labels(stream, group)
+        self._reclaimed = BUS_RECLAIMED.labels(stream, group)
+
+    async def run(self, stop: asyncio.Event | None = None) -> None:
+        """Consume until ``stop`` is set or the task is cancelled; survive Redis restarts.
+
+        Connection errors are retried with capped exponential backoff for
+        ``reconnect_for_s`` seconds, each logged; after that the error is raised so the
+        service ends and its supervisor restarts it.
+        """
+        stop = stop or asyncio.Event()
+        await self._with_reconnect(self._ensure_group)
+        log.info("Bus: %s consuming %s as %s/%s", self.name, self.stream, self.group, self.name)
+        while not stop.is_set():
+            await self._with_reconnect(self.poll)
+        log.info("Bus: %s stopped consuming %s", self.name, self.stream)
+
+    async def _with_reconnect(self, step: Callable[[], Awaitable[Any]]) -> None:
+        async for attempt in AsyncRetrying(
+            retry=retry_if_exception_type((ConnectionError, TimeoutError)),
+            wait=wait_exponential(multiplier=0.1, max=2.0),
+            stop=stop_after_delay(self.reconnect_for_s),
+            before_sleep=before_sleep_log(log, logging.WARNING),
+            reraise=True,
+        ):
+            with attempt:
+                await step()
+
+    async def _ensure_group(self, recreate: bool = False) -> None:
+        start = "0" if recreate else self.start_id
+        if await ensure_group(self.client, self.stream, self.group, start) and recreate:
+            log.warning("Bus: group %s on %s was gone; recreated", self.group, self.stream)
+
+    async def poll(self) -> int:
+        """Reclaim idle pending entries when due, then read and handle one batch; return count."""
+        try:
+            done = 0
+            if time.monotonic() >= self._next_reclaim:
+                done += await self.reclaim()
+                self._next_reclaim = time.monotonic() + self._reclaim_every_s
+            reply: Any = await self.client.xreadgroup(
+                self.group, self.name, {self.stream: ">"}, count=self.count, block=self.block_ms
+            )
+            if not reply:
+                return done
+            entries: list[Entry] = reply[0][1]
+            await self._handle(entries, {})
+            return done + len(entries)
+        except ResponseError as e:
+            if not _group_gone(e):
+                raise
+            await self._ensure_group(recreate=True)
+            return 0
+
+    async def reclaim(self) -> int:
+        """Take over entries pending longer than ``reclaim_idle_ms`` (ours or a dead consumer's)."""
+        cursor: Any = "0-0"
+        total = 0
+        while True:
+            reply: Any = await self.client.xautoclaim(
+                self.stream, self.group, self.name, self.reclaim_idle_ms, cursor, count=self.count
+            )
+            cursor, entries = reply[0], reply[1]
+            if entries:
+                counts = await self._deliveries(entries)
+                self._reclaimed.inc(len(entries))
+                total += len(entries)
+                await self._handle(entries, counts)
+            if cursor in (b"0-0", "0-0"):
+                return total
+
+    async def _deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
+        pending: Any = await self.client.xpending_range(
+            self.stream,
+            self.group,
+            min=entries[0][0],
+            max=entries[-1][0],
+            count=len(entries),
+            consumername=self.name,
+        )
+        return {p["message_id"]: int(p["times_delivered"]) for p in pending}
+
+    async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
+        """Run the handler on each entry; ack successes and dead-letter failures in one go."""
+        acks: list[bytes] = []
+        dead: list[DlqEntry] = []
+        for entry_id, fields in entries:
+            if fields is None:  # deleted from the stream while pending
+                acks.append(entry_id)
+                continue
+            raw = fields.get(_FIELD)
+            n = deliveries.get(entry_id, 1)
+            try:
+                if raw is None:
+                    raise SchemaError(f"entry has no {FIELD!r} field")
+                msg = decode(raw, self.model)
+            except SchemaError as e:
+                dead.append(self._dead(entry_id, raw, fields, "decode", str(e), n))
+                continue
+            if n > self.max_deliveries:
+                err = f"delivered {n} times without an ack"
+                dead.append(self._dead(entry_id, raw, fields, "deliveries", err, n))
+                continue
+            try:
+                await self.handler(msg, entry_id.decode())
+            except Exception as e:
+                self._errors.inc()
+                log.warning(
+                    "Bus: handler failed on %s %s (delivery %d/%d): %r",
+                    self.stream, entry_id.decode(), n, self.max_deliveries, e,
+                )  # fmt: skip
+                if n >= self.max_deliveries:
+                    dead.append(self._dead(entry_id, raw, fields, "handler", repr(e), n))
+                continue
+            acks.append(entry_id)
+        if dead:
+            await self._dead_letter(dead, acks)
+        elif acks:
+            await self.client.xack(self.stream, self.group, *acks)
+        self._acked.inc(len(acks))
+
+    def _dead(
+        self,
+        entry_id: bytes,
+        raw: bytes | None,
+        fields: dict[bytes, bytes],
+        reason: DlqReason,
+        error: str,
+        deliveries: int,
+    ) -> DlqEntry:
+        payload = raw if raw is not None else repr(fields).encode()
+        return DlqEntry(
+            stream=self.stream,
+            group=self.group,
+            entry_id=entry_id.decode(),
+            reason=reason,
+            error=error,
+            deliveries=deliveries,
+            payload=payload.decode(errors="replace"),
+            ts=int(time.time() * 1000),
+        )
+
+    async def _dead_letter(self, dead: list[DlqEntry], acks: list[bytes]) -> None:
+        pipe = self.client.pipeline(transaction=True)
+        for d in dead:
+            pipe.xadd(
+                keys.STREAM_DLQ,
+                {_FIELD: encode(d)},
+                maxlen=_maxlen(keys.STREAM_DLQ),
+                approximate=True,
+            )
+        pipe.xack(self.stream, self.group, *acks, *(d.entry_id for d in dead))
+        await pipe.execute()
+        for d in dead:
+            DLQ_MESSAGES.labels(self.stream, d.reason).inc()
+            log.error("Bus: %s %s dead-lettered (%s): %s", d.stream, d.entry_id, d.reason, d.error)

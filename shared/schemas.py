@@ -1,0 +1,284 @@
+"""Every stream message as a versioned pydantic model, and the orjson codec that carries them.
+
+Wire format: one JSON object per stream entry (stored in the entry field ``d``) carrying
+``kind`` (which model) and ``v`` (its schema version). ``encode(msg)`` gives the bytes;
+``decode(data)`` returns the model named by ``kind``; ``decode(data, Model)`` also checks
+that the kind is the expected one. Any bad input raises ``SchemaError`` naming the field.
+
+Invariants enforced on decode and on construction: prices are finite and > 0, volumes and
+fees are finite and >= 0, quantities are > 0, no unknown fields, only known versions.
+Order sides are the exchange's ``buy``/``sell``; position sides are ``long``/``short``.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
+
+import orjson
+from pydantic import (
+    BaseModel,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+
+FIELD = "d"  # the one field of a stream entry that holds the encoded message
+
+Side = Literal["long", "short"]
+OrderSide = Literal["buy", "sell"]
+OrderPurpose = Literal["entry", "stop", "exit"]
+OrderType = Literal["market", "stop_market"]
+ExitReason = Literal["stop", "trail", "fault", "manual", "end"]
+DlqReason = Literal["decode", "handler", "deliveries"]
+
+Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Quantity = Annotated[float, Field(gt=0, allow_inf_nan=False)]
+Volume = Annotated[float, Field(ge=0, allow_inf_nan=False)]
+Finite = Annotated[float, Field(allow_inf_nan=False)]
+TimeMs = Annotated[int, Field(ge=0)]
+Text = Annotated[str, Field(min_length=1)]
+
+
+class SchemaError(ValueError):
+    """A message could not be decoded or validated; ``field`` names the offending field."""
+
+    def __init__(self, message: str, field: str = "") -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class Message(BaseModel):
+    """Base of every stream message: immutable, strict about extra fields and non-finite floats."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
+    VERSIONS: ClassVar[frozenset[int]] = frozenset({1})
+
+    v: int = 1
+
+    @field_validator("v")
+    @classmethod
+    def _check_version(cls, v: int) -> int:
+        if v not in cls.VERSIONS:
+            raise ValueError(f"unsupported schema version {v} (known: {sorted(cls.VERSIONS)})")
+        return v
+
+
+def entry_signal_id(symbol: str, timeframe: str, candle_open_ms: int, side: Side) -> str:
+    """Return the deterministic entry signal id of STRATEGY.md (one id, at most one position)."""
+    return f"{symbol}|{timeframe}|{candle_open_ms}|{side}"
+
+
+def exit_signal_id(position_id: str, reason: ExitReason) -> str:
+    """Return the deterministic id of an exit signal: one exit per position and reason."""
+    return f"{position_id}|exit|{reason}"
+
+
+class Candle(Message):
+    """A closed candle of one symbol (published on md.candles once it has closed)."""
+
+    kind: Literal["candle"] = "candle"
+    symbol: Text
+    timeframe: Text
+    open_time: TimeMs
+    open: Price
+    high: Price
+    low: Price
+    close: Price
+    volume: Volume
+
+    @model_validator(mode="after")
+    def _check_range(self) -> Candle:
+        if self.high < max(self.open, self.close, self.low) or self.low > min(
+            self.open, self.close
+        ):
+            raise ValueError("high/low must enclose open and close")
+        return self
+
+
+class PriceTick(Message):
+    """A last-price observation of one symbol (md.ticks)."""
+
+    kind: Literal["tick"] = "tick"
+    symbol: Text
+    price: Price
+    ts: TimeMs
+
+
+class EntrySignal(Message):
+    """An entry decided at the close of a candle; ``id`` is ``entry_signal_id(...)``."""
+
+    kind: Literal["entry"] = "entry"
+    id: Text
+    symbol: Text
+    timeframe: Text
+    candle_open_time: TimeMs
+    side: Side
+    price: Price
+    body_pct: Volume
+    vol_ratio: Volume
+    chop: Finite
+    reason: str = ""
+    ts: TimeMs
+
+    @model_validator(mode="after")
+    def _check_id(self) -> EntrySignal:
+        want = entry_signal_id(self.symbol, self.timeframe, self.candle_open_time, self.side)
+        if self.id != want:
+            raise ValueError(f"id must be {want!r}")
+        return self
+
+
+class ExitSignal(Message):
+    """A market exit of an open position decided by state; ``id`` is ``exit_signal_id(...)``."""
+
+    kind: Literal["exit"] = "exit"
+    id: Text
+    position_id: Text
+    symbol: Text
+    side: Side
+    reason: ExitReason
+    price: Price
+    best_price: Price
+    ts: TimeMs
+
+    @model_validator(mode="after")
+    def _check_id(self) -> ExitSignal:
+        want = exit_signal_id(self.position_id, self.reason)
+        if self.id != want:
+            raise ValueError(f"id must be {want!r}")
+        return self
+
+
+class OrderIntent(Message):
+    """An order the executor is about to send, written to Redis before it is sent."""
+
+    kind: Literal["intent"] = "intent"
+    client_order_id: Text
+    signal_id: Text
+    symbol: Text
+    side: OrderSide
+    purpose: OrderPurpose
+    type: OrderType
+    quantity: Quantity
+    stop_price: Price | None = None
+    reduce_only: bool = False
+    ts: TimeMs
+
+
+class OrderEvent(Message):
+    """A fact about an order from the executor (events stream); natural id is ``event_id``."""
+
+    kind: Literal["order"] = "order"
+    event: Literal["submitted", "filled", "rejected", "canceled", "stop_placed", "stop_filled"]
+    client_order_id: Text
+    exchange_order_id: str | None = None
+    signal_id: Text
+    symbol: Text
+    side: OrderSide
+    purpose: OrderPurpose
+    quantity: Quantity
+    price: Price | None = None
+    fee: Volume = 0.0
+    error: str | None = None
+    ts: TimeMs
+
+    @property
+    def event_id(self) -> str:
+        """Return the natural id that makes handling this event idempotent."""
+        return f"{self.client_order_id}|{self.event}"
+
+
+class PositionEvent(Message):
+    """A fact about a position from state or executor (events stream)."""
+
+    kind: Literal["position"] = "position"
+    event: Literal["opened", "best_price", "closed", "reconciled", "adopted"]
+    position_id: Text
+    symbol: Text
+    side: Side
+    quantity: Quantity
+    entry_price: Price
+    stop_price: Price | None = None
+    best_price: Price | None = None
+    exit_price: Price | None = None
+    exit_reason: ExitReason | None = None
+    fees: Volume = 0.0
+    pnl: Finite | None = None
+    ts: TimeMs
+
+
+class DlqEntry(Message):
+    """A message that could not be handled, copied to the dead-letter stream with its origin."""
+
+    kind: Literal["dlq"] = "dlq"
+    stream: Text
+    group: Text
+    entry_id: Text
+    reason: DlqReason
+    error: str
+    deliveries: Annotated[int, Field(ge=0)]
+    payload: str
+    ts: TimeMs
+
+
+KINDS: dict[str, type[Message]] = {
+    m.model_fields["kind"].default: m
+    for m in (
+        Candle,
+        PriceTick,
+        EntrySignal,
+        ExitSignal,
+        OrderIntent,
+        OrderEvent,
+        PositionEvent,
+        DlqEntry,
+    )
+}
+
+M = TypeVar("M", bound=Message)
+
+
+def encode(msg: Message) -> bytes:
+    """Encode a message as compact JSON bytes (orjson)."""
+    return orjson.dumps(msg.model_dump())
+
+
+def _describe(cls: type[Message], err: ValidationError) -> SchemaError:
+    first = err.errors(include_url=False)[0]
+    field = ".".join(str(p) for p in first["loc"])
+    where = f"{cls.__name__}.{field}" if field else cls.__name__
+    got = first.get("input")
+    shown = "" if field == "" or isinstance(got, dict) else f" (got {got!r})"
+    return SchemaError(f"{where}: {first['msg']}{shown}", field)
+
+
+@overload
+def decode(data: bytes | str) -> Message: ...
+@overload
+def decode(data: bytes | str, model: type[M]) -> M: ...
+def decode(data: bytes | str, model: type[Message] | None = None) -> Message:
+    """Decode bytes into the message named by its ``kind`` (and check it is ``model`` if given)."""
+    try:
+        obj: Any = orjson.loads(data)
+    except orjson.JSONDecodeError as e:
+        raise SchemaError(f"not valid JSON: {e}") from None
+    if not isinstance(obj, dict):
+        raise SchemaError(f"expected a JSON object, got {type(obj).__name__}")
+    kind = obj.get("kind")
+    cls = KINDS.get(kind) if isinstance(kind, str) else None
+    if cls is None:
+        raise SchemaError(f"kind: unknown message kind {kind!r}", "kind")
+    if model is not None and cls is not model:
+        raise SchemaError(f"kind: expected {model.__name__}, got {kind!r}", "kind")
+    version = obj.get("v")
+    if type(version) is not int or version not in cls.VERSIONS:
+        known = sorted(cls.VERSIONS)
+        raise SchemaError(
+            f"{cls.__name__}.v: unsupported schema version {version!r} ({known})", "v"
+        )
+    try:
+        return cls.model_validate(obj)
+    except ValidationError as e:
+        raise _describe(cls, e) from None

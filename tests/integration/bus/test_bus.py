@@ -1,0 +1,171 @@
+"""The bus against a real server: delivery, acks, retries, the dead-letter stream, recreation."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from shared import keys
+from shared.bus import Consumer, publish, publish_many
+from shared.schemas import PriceTick, encode
+from tests.integration.bus.helpers import (
+    GROUP,
+    STREAM,
+    dlq_entries,
+    eventually,
+    pending_count,
+    running,
+    text,
+    tick,
+)
+
+
+def make_consumer(
+    client: aioredis.Redis,
+    seen: list[PriceTick],
+    fail: Counter[int] | None = None,
+    max_deliveries: int = 3,
+) -> Consumer[PriceTick]:
+    """Return a consumer that records messages; message ts=i fails ``fail[i]`` more times."""
+    failures = fail if fail is not None else Counter()
+
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        if failures[msg.ts] > 0:
+            failures[msg.ts] -= 1
+            raise RuntimeError(f"boom {msg.ts}")
+        seen.append(msg)
+
+    return Consumer(
+        client,
+        STREAM,
+        GROUP,
+        "c1",
+        handle,
+        PriceTick,
+        count=50,
+        block_ms=100,
+        reclaim_idle_ms=100,
+        max_deliveries=max_deliveries,
+    )
+
+
+async def test_every_message_delivered_and_acked(redis_client: aioredis.Redis) -> None:
+    seen: list[PriceTick] = []
+    await publish_many(redis_client, STREAM, [tick(i) for i in range(120)])
+    async with running(make_consumer(redis_client, seen)):
+        await publish(redis_client, STREAM, tick(120))
+        await eventually(lambda: len(seen) >= 121)
+        await eventually(lambda: _no_pending(redis_client))
+    assert sorted(m.ts for m in seen) == list(range(121))
+    assert await pending_count(redis_client) == 0
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
+
+
+async def test_ack_only_after_handler_returns(redis_client: aioredis.Redis) -> None:
+    release = asyncio.Event()
+    started = asyncio.Event()
+
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        started.set()
+        await release.wait()
+
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", handle, PriceTick, block_ms=100)
+    entry_id = await publish(redis_client, STREAM, tick(1))
+    async with running(consumer):
+        await eventually(started.is_set)
+        pending = await redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)
+        assert [text(p["message_id"]) for p in pending] == [entry_id]
+        release.set()
+        await eventually(lambda: _no_pending(redis_client))
+
+
+async def _no_pending(client: aioredis.Redis) -> bool:
+    return await pending_count(client) == 0
+
+
+async def test_failed_message_is_redelivered(redis_client: aioredis.Redis) -> None:
+    seen: list[PriceTick] = []
+    fail = Counter({3: 2})
+    await publish_many(redis_client, STREAM, [tick(i) for i in range(6)])
+    async with running(make_consumer(redis_client, seen, fail)):
+        await eventually(lambda: sorted(m.ts for m in seen) == list(range(6)))
+        await eventually(lambda: _no_pending(redis_client))
+    assert fail[3] == 0
+    assert await redis_client.xlen(keys.STREAM_DLQ) == 0
+
+
+async def test_dead_letter_after_max_deliveries(redis_client: aioredis.Redis) -> None:
+    before = REGISTRY.get_sample_value(
+        "tb_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
+    )
+    seen: list[PriceTick] = []
+    fail = Counter({2: 1000})
+    ids = await publish_many(redis_client, STREAM, [tick(i) for i in range(4)])
+    async with running(make_consumer(redis_client, seen, fail, max_deliveries=3)):
+        await eventually(lambda: _dlq_len(redis_client, 1))
+        await eventually(lambda: _no_pending(redis_client))
+    assert fail[2] == 1000 - 3
+    assert sorted(m.ts for m in seen) == [0, 1, 3]
+    [dead] = await dlq_entries(redis_client)
+    assert (dead.stream, dead.group, dead.entry_id) == (STREAM, GROUP, ids[2])
+    assert (dead.reason, dead.deliveries) == ("handler", 3)
+    assert "boom 2" in dead.error
+    assert dead.payload == encode(tick(2)).decode()
+    after = REGISTRY.get_sample_value(
+        "tb_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
+    )
+    assert (after or 0) - (before or 0) == 1
+
+
+async def _dlq_len(client: aioredis.Redis, n: int) -> bool:
+    return await client.xlen(keys.STREAM_DLQ) >= n
+
+
+async def test_poison_entries_go_to_dlq_and_consumer_goes_on(redis_client: aioredis.Redis) -> None:
+    seen: list[PriceTick] = []
+    bad_version = encode(tick(0)).replace(b'"v":1', b'"v":9')
+    bad_price = encode(tick(0)).replace(b'"price":1.0', b'"price":-1.0')
+    poison: list[Any] = [
+        {b"d": b"not json"},
+        {b"other": b"x"},
+        {b"d": bad_version},
+        {b"d": bad_price},
+    ]
+    poison_ids = [text(await redis_client.xadd(STREAM, p)) for p in poison]
+    await publish(redis_client, STREAM, tick(7))
+    async with running(make_consumer(redis_client, seen)) as task:
+        await eventually(lambda: len(seen) == 1)
+        await eventually(lambda: _dlq_len(redis_client, 4))
+        await publish(redis_client, STREAM, tick(8))
+        await eventually(lambda: len(seen) == 2)
+        assert not task.done()
+    dead = await dlq_entries(redis_client)
+    assert [d.entry_id for d in dead] == poison_ids
+    assert {d.reason for d in dead} == {"decode"}
+    assert "version" in dead[2].error
+    assert "price" in dead[3].error
+    assert await pending_count(redis_client) == 0
+
+
+async def test_group_recreated_after_stream_deleted(redis_client: aioredis.Redis) -> None:
+    seen: list[PriceTick] = []
+    async with running(make_consumer(redis_client, seen)):
+        await publish(redis_client, STREAM, tick(1))
+        await eventually(lambda: len(seen) == 1)
+        await redis_client.delete(STREAM)
+        await publish_many(redis_client, STREAM, [tick(2), tick(3)])
+        await eventually(lambda: len(seen) == 3)
+    assert [m.ts for m in seen] == [1, 2, 3]
+    groups = await redis_client.xinfo_groups(STREAM)
+    assert [g["name"].decode() for g in groups] == [GROUP]
+
+
+@pytest.mark.parametrize("bad", [0, -1])
+async def test_consumer_rejects_bad_options(redis_client: aioredis.Redis, bad: int) -> None:
+    with pytest.raises(ValueError, match="must be > 0"):
+        make_consumer(redis_client, [], max_deliveries=bad)
