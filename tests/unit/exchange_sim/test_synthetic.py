@@ -1,0 +1,137 @@
+"""The synthetic market: deterministic, valid OHLCV, heterogeneous, entries at a realistic rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from services.exchange_sim.synthetic import (
+    COLUMNS,
+    DEFAULT_START_MS,
+    SyntheticSeries,
+    generate_candles,
+    symbol_names,
+)
+
+TF = 300_000
+
+
+def entry_signals(df: pd.DataFrame) -> tuple[int, int]:
+    """Count long and short entry signals of STRATEGY.md at default settings, straight in numpy."""
+    o, h, lo, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
+    window, period = 20, 14
+    body = np.abs(c - o) / o
+    csum = np.concatenate([[0.0], np.cumsum(v)])
+    baseline = np.full(len(v), np.nan)
+    baseline[window:] = (csum[window:-1] - csum[: -window - 1]) / window
+    vr = v / baseline
+    tr = np.full(len(v), np.nan)
+    tr[1:] = np.maximum(h[1:] - lo[1:], np.maximum(abs(h[1:] - c[:-1]), abs(lo[1:] - c[:-1])))
+    windows = np.lib.stride_tricks.sliding_window_view
+    chop = np.full(len(v), np.nan)
+    tr_sum = windows(tr, period).sum(axis=1)[1:]
+    rng = windows(h, period).max(axis=1)[1:] - windows(lo, period).min(axis=1)[1:]
+    chop[period:] = 100 * np.log10(tr_sum / rng) / np.log10(period)
+    ok = (body >= 0.007) & (chop < 50)
+    return int((ok & (c > o) & (vr >= 1.8)).sum()), int((ok & (c < o) & (vr >= 1.5)).sum())
+
+
+@pytest.fixture(scope="module")
+def month() -> dict[str, pd.DataFrame]:
+    """Sixteen symbols, 20 days, seed 11."""
+    return generate_candles(16, 20, seed=11)
+
+
+def test_same_seed_same_candles_and_independent_of_n_symbols() -> None:
+    a = generate_candles(3, 2, seed=5)
+    b = generate_candles(5, 2, seed=5)
+    assert list(a) == ["BTC/USDT", "ETH/USDT", "SOL/USDT"]
+    for symbol, frame in a.items():
+        pd.testing.assert_frame_equal(frame, b[symbol])
+    c = generate_candles(3, 2, seed=6)
+    assert not np.allclose(a["ETH/USDT"]["close"], c["ETH/USDT"]["close"])
+
+
+def test_longer_run_extends_without_changing_the_prefix() -> None:
+    short = generate_candles(3, 1.5, seed=3)
+    long = generate_candles(3, 9, seed=3)
+    for symbol, frame in short.items():
+        pd.testing.assert_frame_equal(frame, long[symbol].iloc[: len(frame)])
+
+
+def test_frames_are_valid_gapless_ohlcv(month: dict[str, pd.DataFrame]) -> None:
+    for frame in month.values():
+        assert tuple(frame.columns) == COLUMNS
+        assert frame["timestamp"].dtype == np.int64
+        assert all(frame[k].dtype == np.float64 for k in COLUMNS[1:])
+        ts = frame["timestamp"].to_numpy()
+        assert ts[0] == DEFAULT_START_MS
+        assert (np.diff(ts) == TF).all()
+        assert len(frame) == 20 * 288
+        o, h, lo, c, v = (frame[k].to_numpy() for k in COLUMNS[1:])
+        assert (lo > 0).all()
+        assert (lo <= np.minimum(o, c)).all()
+        assert (np.maximum(o, c) <= h).all()
+        assert (v >= 0).all()
+        assert np.isfinite(np.stack([o, h, lo, c, v])).all()
+        assert np.array_equal(o[1:], c[:-1])
+
+
+def test_custom_start_and_timeframe() -> None:
+    frames = generate_candles(1, 1, seed=1, timeframe_ms=3_600_000, start_ms=3_600_000 * 10)
+    frame = frames["BTC/USDT"]
+    assert len(frame) == 24
+    assert frame["timestamp"].iloc[0] == 36_000_000
+    with pytest.raises(ValueError, match="aligned"):
+        generate_candles(1, 1, seed=1, start_ms=DEFAULT_START_MS + 1)
+    with pytest.raises(ValueError, match="seed"):
+        generate_candles(1, 1, seed=-1)
+
+
+def test_extra_symbols_beyond_the_table_have_unique_names() -> None:
+    names = symbol_names(50)
+    assert len(set(names)) == 50
+    assert all(n.endswith("/USDT") for n in names)
+    assert SyntheticSeries(40, seed=1).symbol == names[40]
+
+
+def test_symbols_differ_in_volatility_and_volume(month: dict[str, pd.DataFrame]) -> None:
+    vol = {s: np.diff(np.log(f["close"].to_numpy())).std() for s, f in month.items()}
+    quote = {s: float((f["close"] * f["volume"]).sum()) for s, f in month.items()}
+    assert max(vol.values()) > 2 * min(vol.values())
+    assert max(quote.values()) > 20 * min(quote.values())
+    assert vol["BTC/USDT"] < vol["1000PEPE/USDT"]
+
+
+def test_top_volume_ranking_rotates_over_time(month: dict[str, pd.DataFrame]) -> None:
+    daily = pd.DataFrame(
+        {
+            s: (f["close"] * f["volume"]).to_numpy().reshape(20, 288).sum(axis=1)
+            for s, f in month.items()
+        }
+    )
+    top8 = {tuple(sorted(row.nlargest(8).index)) for _, row in daily.iterrows()}
+    assert len(top8) > 1
+
+
+def test_big_candles_come_with_volume_bursts(month: dict[str, pd.DataFrame]) -> None:
+    frame = month["ETH/USDT"]
+    body = (frame["close"] - frame["open"]).abs() / frame["open"]
+    ratio = frame["volume"] / frame["volume"].shift(1).rolling(20).mean()
+    big = body > body.quantile(0.99)
+    assert ratio[big].median() > 1.6 * ratio.median()
+    assert ratio[~big].median() < 1.0
+
+
+def test_entry_signal_rate_is_realistic(month: dict[str, pd.DataFrame]) -> None:
+    """Docs state ~1-5.5 entries per symbol per day at defaults; keep each symbol in a band."""
+    rates = {}
+    for symbol, frame in month.items():
+        longs, shorts = entry_signals(frame)
+        assert longs > 0
+        assert shorts > 0
+        rates[symbol] = (longs + shorts) / 20
+    assert min(rates.values()) >= 0.5
+    assert max(rates.values()) <= 8
+    assert 2.0 <= float(np.mean(list(rates.values()))) <= 4.5
