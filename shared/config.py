@@ -208,7 +208,10 @@ class Settings(BaseSettings):
         if self.scan_interval <= 0 or self.coin_rotate_hours <= 0:
             bad = "scan_interval" if self.scan_interval <= 0 else "coin_rotate_hours"
             raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
-        if self.exchange != "sim" and (self.api_key is None or self.api_secret is None):
+        has_keys = all(
+            k is not None and k.get_secret_value() for k in (self.api_key, self.api_secret)
+        )
+        if self.exchange != "sim" and not has_keys:
             raise ValueError(
                 f"{env_name('exchange')}={self.exchange} needs TB_API_KEY and TB_API_SECRET "
                 "in the environment"

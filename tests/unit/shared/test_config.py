@@ -83,6 +83,10 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"TB_TIMEFRAME": "7m"}, "TB_TIMEFRAME=7m must be one of"),
         ({"TB_LEVERAGE": "abc"}, "TB_LEVERAGE='abc'"),
         ({"TB_EXCHANGE": "binanceusdm"}, "needs TB_API_KEY and TB_API_SECRET"),
+        (
+            {"TB_EXCHANGE": "binanceusdm", "TB_API_KEY": "k", "TB_API_SECRET": ""},
+            "needs TB_API_KEY and TB_API_SECRET",
+        ),
     ],
 )
 def test_invalid_settings_name_setting_value_and_rule(
