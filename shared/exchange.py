@@ -1,0 +1,532 @@
+"""The exchange client: ccxt (async) with retries, clock sync, metrics and idempotent orders.
+
+One ``ExchangeClient`` wraps one ccxt exchange. ``EXCHANGE=sim`` drives ccxt's
+``binanceusdm`` against the local simulator (every API URL rewritten to it); any other
+value is a ccxt id (``binanceusdm`` for trading; any id works for market data), with
+``TESTNET=true`` switching Binance to its demo-trading endpoints.
+
+Order placement is idempotent per client order id; see ``place_order``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, TypeVar
+
+import ccxt.async_support as ccxt
+from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
+
+from shared.config import TIMEFRAME_MS, Settings
+from shared.exchange_errors import (
+    MAYBE_EXECUTED,
+    RETRY_AFTER_ATTR,
+    RETRYABLE,
+    BackoffPolicy,
+    Kind,
+    OutcomeUnknown,
+    TemporaryError,
+    classify,
+    describe,
+    is_retryable,
+    parse_retry_after,
+    translate,
+)
+from shared.exchange_models import (
+    OHLCV,
+    Balance,
+    MarketInfo,
+    Order,
+    Position,
+    Ticker,
+    Trade,
+    check_client_order_id,
+    closed_candles,
+    parse_balance,
+    parse_market,
+    parse_ohlcv,
+    parse_order,
+    parse_position,
+    parse_ticker,
+    parse_trade,
+    rewrite_api_urls,
+)
+from shared.metrics import EXCHANGE_CALLS, EXCHANGE_LATENCY
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+SIM_EXCHANGE_ID = "binanceusdm"
+
+
+@dataclass(frozen=True)
+class Tuning:
+    """Timing knobs of the client; tests shrink them, production keeps the defaults."""
+
+    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
+    timeout_ms: int = 10_000  # per HTTP request
+    recv_window_ms: int = 5_000  # Binance rejects a signed request older than this
+    send_attempts: int = 5  # order sends per place_order call
+    settle_slack_ms: int = 1_000  # clock error allowance when waiting out a recvWindow
+    settle_poll_ms: int = 250
+    enable_rate_limit: bool = True  # ccxt's own request throttle
+
+
+class OrderRequest(Protocol):
+    """What ``place_order`` needs of an intent (``shared.schemas.OrderIntent`` fits)."""
+
+    @property
+    def client_order_id(self) -> str: ...
+    @property
+    def symbol(self) -> str: ...
+    @property
+    def side(self) -> str: ...
+    @property
+    def type(self) -> str: ...
+    @property
+    def quantity(self) -> float: ...
+    @property
+    def stop_price(self) -> float | None: ...
+    @property
+    def reduce_only(self) -> bool: ...
+
+
+def _install_retry_after(ex: Any) -> None:
+    """Make ccxt attach the Retry-After header (seconds) to its 418/429 exceptions."""
+    original = ex.handle_errors
+
+    def handle_errors(
+        code: int, reason: str, url: str, method: str, headers: Any, body: str, *rest: Any
+    ) -> Any:
+        wait = parse_retry_after(headers) if code in (418, 429) else None
+        try:
+            result = original(code, reason, url, method, headers, body, *rest)
+        except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as e:
+            setattr(e, RETRY_AFTER_ATTR, wait)
+            raise
+        if code in (418, 429):
+            err = ccxt.RateLimitExceeded(f"{ex.id} {code} {reason}")
+            setattr(err, RETRY_AFTER_ATTR, wait)
+            raise err
+        return result
+
+    ex.handle_errors = handle_errors
+
+
+def create_ccxt(settings: Settings, tuning: Tuning | None = None) -> Any:
+    """Build the ccxt exchange the settings name, pointed at the simulator when EXCHANGE=sim."""
+    tuning = tuning or Tuning()
+    sim = settings.exchange == "sim"
+    exchange_id = SIM_EXCHANGE_ID if sim else settings.exchange
+    cls = getattr(ccxt, exchange_id, None)
+    if cls is None or exchange_id not in ccxt.exchanges:
+        raise ValueError(f"TB_EXCHANGE={settings.exchange}: not 'sim' nor a ccxt exchange id")
+    config: dict[str, Any] = {
+        "enableRateLimit": tuning.enable_rate_limit,
+        "timeout": tuning.timeout_ms,
+        "options": {
+            "fetchCurrencies": False,  # spot wallet endpoints: not needed, need extra rights
+            "adjustForTimeDifference": False,  # ExchangeClient.sync_clock does it explicitly
+            "recvWindow": tuning.recv_window_ms,
+            "warnOnFetchOpenOrdersWithoutSymbol": False,
+        },
+    }
+    if settings.api_key is not None and settings.api_secret is not None:
+        config["apiKey"] = settings.api_key.get_secret_value()
+        config["secret"] = settings.api_secret.get_secret_value()
+    ex = cls(config)
+    if sim:
+        ex.urls["api"] = rewrite_api_urls(
+            ex.urls["api"], f"http://{settings.sim_host}:{settings.sim_port}"
+        )
+        # ccxt picks Binance's futures error table by URL prefix (fapi.binance.com); at a
+        # local URL it would fall back to the spot table, where -2019 is a bare ExchangeError.
+        linear = ex.exceptions.get("linear", {})
+        for table in ("exact", "broad"):
+            ex.exceptions[table] = {**ex.exceptions.get(table, {}), **linear.get(table, {})}
+    elif settings.testnet:
+        if "demo" in ex.urls:
+            ex.enable_demo_trading(True)  # Binance futures: the testnet became demo trading
+        else:
+            ex.set_sandbox_mode(True)
+    _install_retry_after(ex)
+    return ex
+
+
+class ExchangeClient:
+    """The services' one way to the exchange: typed results, our errors, metrics per call."""
+
+    def __init__(
+        self,
+        exchange: Any,
+        *,
+        quote: str = "USDT",
+        timeframe: str = "5m",
+        tuning: Tuning | None = None,
+        secrets: Sequence[str] = (),
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        rand: Callable[[], float] = random.random,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ex = exchange
+        self.quote = quote
+        self.timeframe = timeframe
+        self.tuning = tuning or Tuning()
+        self._secrets = tuple(s for s in secrets if s)
+        self._sleep = sleep
+        self._rand = rand
+        self._clock = clock
+
+    @classmethod
+    def from_settings(cls, settings: Settings, tuning: Tuning | None = None) -> ExchangeClient:
+        """Build the client (not yet started) for the configured exchange."""
+        secrets = [s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s]
+        return cls(
+            create_ccxt(settings, tuning),
+            quote=settings.quote,
+            timeframe=settings.timeframe,
+            tuning=tuning,
+            secrets=secrets,
+        )
+
+    async def start(self) -> None:
+        """Sync the clock and load the markets; call once before anything else."""
+        await self.sync_clock()
+        await self._call("load_markets", lambda: self.ex.load_markets())
+
+    async def close(self) -> None:
+        """Close the HTTP session."""
+        await self.ex.close()
+
+    async def __aenter__(self) -> ExchangeClient:
+        await self.start()
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # --- the retry shell ---------------------------------------------------------------
+
+    async def _attempt(self, call: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run one request, timing and counting it; re-sync the clock after a -1021."""
+        start = time.perf_counter()
+        try:
+            result = await fn()
+        except ccxt.BaseError as e:
+            kind = classify(e)
+            EXCHANGE_CALLS.labels(call, kind.value).inc()
+            if kind is Kind.CLOCK:
+                await self._resync(call)
+            raise
+        finally:
+            EXCHANGE_LATENCY.labels(call).observe(time.perf_counter() - start)
+        EXCHANGE_CALLS.labels(call, "ok").inc()
+        return result
+
+    def _wait(self, state: RetryCallState) -> float:
+        err = state.outcome.exception() if state.outcome else None
+        return self.tuning.backoff.wait(state.attempt_number, err, self._rand())
+
+    def _log_retry(self, state: RetryCallState) -> None:
+        err = state.outcome.exception() if state.outcome else None
+        if err is not None:
+            log.warning(
+                "Exchange retry: attempt %d failed: %s", state.attempt_number, self._say(err)
+            )
+
+    async def _retrying(self, call: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` with retries on network-class errors only; raise ccxt's last error."""
+        retrying = AsyncRetrying(
+            stop=stop_after_attempt(self.tuning.backoff.attempts),
+            wait=self._wait,
+            retry=retry_if_exception(is_retryable),
+            before_sleep=self._log_retry,
+            sleep=self._sleep,
+            reraise=True,
+        )
+        return await retrying(self._attempt, call, fn)
+
+    async def _call(self, call: str, fn: Callable[[], Awaitable[T]]) -> T:
+        """Run ``fn`` with retries and translate a final ccxt error into our taxonomy."""
+        try:
+            return await self._retrying(call, fn)
+        except ccxt.BaseError as e:
+            raise translate(e, call, self._secrets) from e
+
+    def _say(self, err: BaseException) -> str:
+        return describe(err, self._secrets)
+
+    # --- clock -------------------------------------------------------------------------
+
+    async def sync_clock(self) -> int:
+        """Measure the offset to the exchange clock (ccxt's timeDifference); return it in ms."""
+        offset: int = await self._call("sync_clock", lambda: self.ex.load_time_difference())
+        log.info("Exchange clock: local minus exchange = %d ms", offset)
+        return offset
+
+    async def _resync(self, call: str) -> None:
+        """Re-measure the clock offset after the exchange rejected a timestamp (-1021)."""
+        try:
+            offset = await self._attempt("sync_clock", lambda: self.ex.load_time_difference())
+        except ccxt.BaseError as e:
+            log.warning("Exchange clock re-sync after %s failed: %s", call, self._say(e))
+            return
+        log.warning("Exchange clock re-synced after -1021 on %s: offset %s ms", call, offset)
+
+    def exchange_now_ms(self) -> int:
+        """Return the exchange time estimated from the local clock and the measured offset."""
+        return int(self.ex.milliseconds() - int(self.ex.options.get("timeDifference") or 0))
+
+    async def server_time(self) -> int:
+        """Return the exchange's clock in ms (one request)."""
+        value: int = await self._call("server_time", lambda: self.ex.fetch_time())
+        return int(value)
+
+    # --- market data -------------------------------------------------------------------
+
+    async def markets(self) -> dict[str, MarketInfo]:
+        """Return the active linear perpetuals settled in the quote currency, by symbol."""
+        raw = await self._call("load_markets", lambda: self.ex.load_markets())
+        out: dict[str, MarketInfo] = {}
+        for m in raw.values():
+            if m.get("swap") and m.get("linear") and m.get("settle") == self.quote:
+                info = parse_market(m)
+                out[info.symbol] = info
+        return out
+
+    async def ohlcv(
+        self,
+        symbol: str,
+        limit: int,
+        *,
+        timeframe: str | None = None,
+        now_ms: int | None = None,
+    ) -> list[OHLCV]:
+        """Return up to ``limit`` closed candles, oldest first, judged by exchange time."""
+        tf = timeframe or self.timeframe
+        rows = await self._call("ohlcv", lambda: self.ex.fetch_ohlcv(symbol, tf, None, limit + 1))
+        now = now_ms if now_ms is not None else await self.server_time()
+        closed = closed_candles([parse_ohlcv(r) for r in rows], TIMEFRAME_MS[tf], now)
+        return closed[-limit:]
+
+    async def tickers(self, symbols: Sequence[str] | None = None) -> dict[str, Ticker]:
+        """Return last price and 24 h quote volume per symbol (all symbols when None)."""
+        arg = list(symbols) if symbols is not None else None
+        raw = await self._call("tickers", lambda: self.ex.fetch_tickers(arg))
+        return {s: parse_ticker(t) for s, t in raw.items()}
+
+    async def quote_volumes(self) -> dict[str, float]:
+        """Return the 24 h quote volume of every linear perpetual in the quote currency."""
+        markets = await self.markets()
+        tickers = await self.tickers()
+        return {
+            s: t.quote_volume
+            for s, t in tickers.items()
+            if s in markets and t.quote_volume is not None
+        }
+
+    # --- account -----------------------------------------------------------------------
+
+    async def balance(self) -> Balance:
+        """Return the futures wallet: wallet balance, free margin, equity."""
+        raw = await self._call("balance", lambda: self.ex.fetch_balance())
+        return parse_balance(raw, self.quote)
+
+    async def positions(self, symbols: Sequence[str] | None = None) -> list[Position]:
+        """Return the open (non-zero) positions."""
+        arg = list(symbols) if symbols is not None else None
+        raw = await self._call("positions", lambda: self.ex.fetch_positions(arg))
+        return [p for p in (parse_position(r) for r in raw) if p is not None]
+
+    async def set_leverage(self, symbol: str, leverage: int) -> None:
+        """Set the symbol's leverage (idempotent)."""
+        await self._call("set_leverage", lambda: self.ex.set_leverage(leverage, symbol))
+
+    async def set_margin_mode(self, symbol: str, mode: str) -> None:
+        """Set 'isolated' or 'cross' margin on the symbol; already set is fine."""
+        try:
+            await self._retrying("set_margin_mode", lambda: self.ex.set_margin_mode(mode, symbol))
+        except ccxt.NoChange:
+            return
+        except ccxt.BaseError as e:
+            raise translate(e, "set_margin_mode", self._secrets) from e
+
+    # --- orders ------------------------------------------------------------------------
+
+    def _lookup_params(self, client_order_id: str, stop: bool) -> dict[str, Any]:
+        if stop:
+            return {"clientAlgoId": client_order_id, "trigger": True}
+        return {"origClientOrderId": client_order_id}
+
+    async def _fetch_raw(self, symbol: str, client_order_id: str, stop: bool) -> Any:
+        """Return ccxt's order for a client id, or None when the exchange does not know it."""
+        call = "fetch_stop" if stop else "fetch_order"
+        params = self._lookup_params(client_order_id, stop)
+        try:
+            return await self._retrying(call, lambda: self.ex.fetch_order(None, symbol, params))
+        except ccxt.OrderNotFound:
+            return None
+
+    async def fetch_order(self, symbol: str, client_order_id: str) -> Order | None:
+        """Return the order with this client id, or None if the exchange has none."""
+        return await self._fetch(symbol, client_order_id, stop=False)
+
+    async def fetch_stop_order(self, symbol: str, client_order_id: str) -> Order | None:
+        """Return the conditional (stop) order with this client id, or None."""
+        return await self._fetch(symbol, client_order_id, stop=True)
+
+    async def _fetch(self, symbol: str, client_order_id: str, *, stop: bool) -> Order | None:
+        try:
+            raw = await self._fetch_raw(symbol, client_order_id, stop)
+        except ccxt.BaseError as e:
+            raise translate(e, "fetch_stop" if stop else "fetch_order", self._secrets) from e
+        return None if raw is None else parse_order(raw, is_stop=stop)
+
+    async def _settle(
+        self, req: OrderRequest, stop: bool, failed_at: float, cause: BaseException
+    ) -> Order | None:
+        """After an unclear send, return the order if it exists; None once it provably cannot.
+
+        "Not found" right after a timeout is not proof: the request may still be queued
+        inside the exchange. Binance refuses to execute a signed request once its timestamp
+        is older than recvWindow; the request was signed before the send failed, so only a
+        lookup made after ``failed_at + recvWindow`` (plus clock slack) that still finds
+        nothing proves the order will never exist.
+        """
+        t = self.tuning
+        deadline = failed_at + (t.recv_window_ms + t.settle_slack_ms) / 1000
+        while True:
+            try:
+                raw = await self._fetch_raw(req.symbol, req.client_order_id, stop)
+            except ccxt.BaseError as e:
+                raise OutcomeUnknown(
+                    f"place {req.client_order_id}: send failed ({self._say(cause)}) and the "
+                    f"lookup failed too ({self._say(e)}); reconcile before resending",
+                    "place_stop" if stop else "place_order",
+                    req.client_order_id,
+                ) from e
+            if raw is not None:
+                return parse_order(raw, is_stop=stop)
+            remaining = deadline - self._clock()
+            if remaining <= 0:
+                return None
+            await self._sleep(min(remaining, t.settle_poll_ms / 1000))
+
+    async def _send(self, req: OrderRequest, stop: bool) -> Any:
+        params: dict[str, Any] = {"clientOrderId": req.client_order_id}
+        if req.reduce_only:
+            params["reduceOnly"] = True
+        if stop:
+            if req.stop_price is None:
+                raise ValueError(f"stop order {req.client_order_id} needs a stop_price")
+            params["triggerPrice"] = req.stop_price
+        return await self.ex.create_order(
+            req.symbol, "market", req.side, req.quantity, None, params
+        )
+
+    async def place_order(self, req: OrderRequest) -> Order:
+        """Place a market or stop-market order at most once per client order id.
+
+        The id is looked up first (a filled order's id is accepted again by Binance, which
+        only enforces uniqueness among open orders), and after any send whose outcome is
+        unclear (timeout, 5xx, reset) it is looked up again, until found or provably absent,
+        before anything is resent. Returns the exchange's order, whatever its status (an
+        earlier order under this id, even canceled, is returned as is: one id, one order).
+        Raises OrderRejected / InsufficientMargin (not executed), TemporaryError (not
+        executed, retries exhausted), OutcomeUnknown (may exist: reconcile).
+        """
+        check_client_order_id(req.client_order_id)
+        stop = req.type == "stop_market"
+        call = "place_stop" if stop else "place_order"
+        existing = await self._fetch(req.symbol, req.client_order_id, stop=stop)
+        if existing is not None:
+            log.info("Order %s already on the exchange: not resent", req.client_order_id)
+            return existing
+        last: BaseException | None = None
+        attempts = self.tuning.send_attempts
+        for attempt in range(1, attempts + 1):
+            try:
+                raw = await self._attempt(call, lambda: self._send(req, stop))
+                return parse_order(raw, is_stop=stop)
+            except ccxt.BaseError as e:
+                last = e
+                kind = classify(e)
+                if kind in MAYBE_EXECUTED or kind is Kind.DUPLICATE:
+                    found = await self._settle(req, stop, self._clock(), e)
+                    if found is not None:
+                        log.warning(
+                            "Order %s: unclear send (%s), found on the exchange",
+                            req.client_order_id,
+                            self._say(e),
+                        )
+                        return found
+                if kind not in RETRYABLE:
+                    raise translate(e, call, self._secrets) from e
+                log.warning(
+                    "Order %s: send %d/%d failed, provably not placed: %s",
+                    req.client_order_id,
+                    attempt,
+                    attempts,
+                    self._say(e),
+                )
+                if attempt < attempts:
+                    await self._sleep(self.tuning.backoff.wait(attempt, e, self._rand()))
+        assert last is not None
+        raise TemporaryError(
+            f"{call} {req.client_order_id}: not placed after {attempts} sends: {self._say(last)}",
+            call,
+        ) from last
+
+    async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
+        """Cancel an order by client id; return its final state (None if it never existed)."""
+        return await self._cancel(symbol, client_order_id, stop=False)
+
+    async def cancel_stop(self, symbol: str, client_order_id: str) -> Order | None:
+        """Cancel a stop order by client id; return its final state (it may have triggered)."""
+        return await self._cancel(symbol, client_order_id, stop=True)
+
+    async def _cancel(self, symbol: str, client_order_id: str, *, stop: bool) -> Order | None:
+        call = "cancel_stop" if stop else "cancel_order"
+        params = self._lookup_params(client_order_id, stop)
+        try:
+            await self._retrying(call, lambda: self.ex.cancel_order(None, symbol, params))
+        except (ccxt.OrderNotFound, ccxt.InvalidOrder) as e:
+            # Gone already (filled, triggered, canceled by an earlier try): report its state.
+            log.info("Cancel %s: %s", client_order_id, self._say(e))
+        except ccxt.BaseError as e:
+            raise translate(e, call, self._secrets) from e
+        return await self._fetch(symbol, client_order_id, stop=stop)
+
+    async def open_orders(self, symbol: str | None = None) -> list[Order]:
+        """Return the open plain orders (all symbols when None)."""
+        raw = await self._call("open_orders", lambda: self.ex.fetch_open_orders(symbol))
+        return [parse_order(o) for o in raw]
+
+    async def open_stop_orders(self, symbol: str | None = None) -> list[Order]:
+        """Return the open conditional (stop) orders (all symbols when None)."""
+        params = {"trigger": True}
+        raw = await self._call(
+            "open_stops", lambda: self.ex.fetch_open_orders(symbol, None, None, params)
+        )
+        return [parse_order(o, is_stop=True) for o in raw]
+
+    async def order_history(self, symbol: str, since_ms: int) -> list[Order]:
+        """Return the symbol's plain orders created since ``since_ms``, oldest first."""
+        raw = await self._call("order_history", lambda: self.ex.fetch_orders(symbol, since_ms))
+        return [parse_order(o) for o in raw]
+
+    async def stop_order_history(self, symbol: str, since_ms: int) -> list[Order]:
+        """Return the symbol's conditional orders created since ``since_ms`` (allAlgoOrders)."""
+        params = {"trigger": True}
+        raw = await self._call(
+            "stop_history", lambda: self.ex.fetch_orders(symbol, since_ms, None, params)
+        )
+        return [parse_order(o, is_stop=True) for o in raw]
+
+    async def trade_history(self, symbol: str, since_ms: int) -> list[Trade]:
+        """Return the symbol's fills since ``since_ms``, oldest first."""
+        raw = await self._call("trade_history", lambda: self.ex.fetch_my_trades(symbol, since_ms))
+        return [parse_trade(t) for t in raw]
