@@ -35,6 +35,15 @@ def _window_sum(x: FloatArray, width: int) -> FloatArray:
     return out
 
 
+def _window_extreme(x: FloatArray, width: int, op: np.ufunc) -> FloatArray:
+    """Return op over x[t-width+1 .. t] for t >= width-1 (length n - width + 1)."""
+    n = len(x)
+    out = x[: n - width + 1].copy()
+    for k in range(1, width):
+        out = op(out, x[k : n - width + 1 + k])
+    return out
+
+
 def segment_position(timestamps: NDArray[np.int64], timeframe_ms: int) -> NDArray[np.int64]:
     """Return each candle's index since the last gap or the first candle; windows restart there."""
     n = len(timestamps)
@@ -100,10 +109,8 @@ def chop(
     if n <= period:
         return out
     tr_sum = _window_sum(true_range(high, low, close), period)
-    view_h = np.lib.stride_tricks.sliding_window_view(high, period)
-    view_l = np.lib.stride_tricks.sliding_window_view(low, period)
-    hi = view_h.max(axis=1)[1:]
-    lo = view_l.min(axis=1)[1:]
+    hi = _window_extreme(high, period, np.maximum)[1:]
+    lo = _window_extreme(low, period, np.minimum)[1:]
     out[period:] = _chop_from(tr_sum[period:], hi, lo, period)
     if pos is not None:
         out[pos < period] = np.nan
