@@ -228,7 +228,7 @@ class Lease:
 
     async def wait_acquire(self, stop: asyncio.Event | None = None) -> bool:
         """Poll until the lease is ours (hot standby); return False if ``stop`` is set first."""
-        interval = max(self.ttl_ms / 5000, 0.05)
+        interval = min(max(self.ttl_ms / 5000, 0.05), 1.0)
         while not (stop is not None and stop.is_set()):
             with contextlib.suppress(ConnectionError, TimeoutError):
                 if await self.acquire():

@@ -1,0 +1,68 @@
+"""The single-active lease: exclusive, renewed and released only by its token, taken over."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared import keys
+from shared.redisconn import Lease
+from tests.integration.bus.helpers import eventually
+
+SERVICE = "executor"
+
+
+async def _holder(client: aioredis.Redis) -> Any:
+    return await client.get(keys.lease_key(SERVICE))
+
+
+async def test_second_holder_waits_until_release(redis_client: aioredis.Redis) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=60_000)
+    b = Lease(redis_client, SERVICE, ttl_ms=60_000)
+    assert await a.acquire()
+    assert not await b.acquire()
+    waiter = asyncio.create_task(b.wait_acquire())
+    assert not await b.renew()
+    assert not await b.release()
+    assert await _holder(redis_client) == a.token.encode()
+    assert not waiter.done()
+    assert await a.release()
+    assert await asyncio.wait_for(waiter, 30)
+    assert await _holder(redis_client) == b.token.encode()
+
+
+async def test_renew_extends_only_our_lease(redis_client: aioredis.Redis) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=5_000)
+    assert await a.acquire()
+    await redis_client.pexpire(keys.lease_key(SERVICE), 1_000)
+    assert await a.renew()
+    assert await redis_client.pttl(keys.lease_key(SERVICE)) > 1_000
+
+
+async def test_takeover_after_expiry_fences_the_old_holder(redis_client: aioredis.Redis) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=200)
+    b = Lease(redis_client, SERVICE, ttl_ms=60_000)
+    assert await a.acquire()
+    await eventually(b.acquire)
+    assert not await a.renew()
+    assert not await a.release()
+    assert await _holder(redis_client) == b.token.encode()
+
+
+async def test_hold_renews_and_signals_loss(redis_client: aioredis.Redis) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=600)
+    key = keys.lease_key(SERVICE)
+    async with a.hold() as lost:
+        assert await _holder(redis_client) == a.token.encode()
+        await redis_client.pexpire(key, 300)
+        await eventually(lambda: _pttl_above(redis_client, 350))
+        assert not lost.is_set()
+        await redis_client.set(key, "someone-else", px=60_000)
+        await eventually(lost.is_set)
+    assert await _holder(redis_client) == b"someone-else"
+
+
+async def _pttl_above(client: aioredis.Redis, ms: int) -> bool:
+    return int(await client.pttl(keys.lease_key(SERVICE))) > ms

@@ -1,0 +1,187 @@
+"""Message schemas: every kind round-trips through the codec; bad input is rejected by name."""
+
+from __future__ import annotations
+
+from typing import Any, get_args
+
+import orjson
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.schemas import (
+    KINDS,
+    Candle,
+    DlqEntry,
+    EntrySignal,
+    ExitReason,
+    ExitSignal,
+    Message,
+    OrderEvent,
+    OrderIntent,
+    PositionEvent,
+    PriceTick,
+    SchemaError,
+    Side,
+    decode,
+    encode,
+    entry_signal_id,
+    exit_signal_id,
+)
+
+prices = st.floats(min_value=1e-9, max_value=1e9, allow_nan=False, allow_infinity=False)
+volumes = st.floats(min_value=0, max_value=1e12, allow_nan=False, allow_infinity=False)
+times = st.integers(min_value=0, max_value=2**53)
+names = st.text(min_size=1, max_size=20)
+sides = st.sampled_from(get_args(Side))
+exit_reasons = st.sampled_from(get_args(ExitReason))
+
+
+@st.composite
+def candles(draw: st.DrawFn) -> Candle:
+    ohlc = sorted(draw(st.lists(prices, min_size=4, max_size=4)))
+    low, a, b, high = ohlc
+    o, c = (a, b) if draw(st.booleans()) else (b, a)
+    return Candle(
+        symbol=draw(names), timeframe="5m", open_time=draw(times),
+        open=o, high=high, low=low, close=c, volume=draw(volumes),
+    )  # fmt: skip
+
+
+@st.composite
+def entries(draw: st.DrawFn) -> EntrySignal:
+    symbol, side, t = draw(names), draw(sides), draw(times)
+    return EntrySignal(
+        id=entry_signal_id(symbol, "5m", t, side), symbol=symbol, timeframe="5m",
+        candle_open_time=t, side=side, price=draw(prices), body_pct=draw(volumes),
+        vol_ratio=draw(volumes), chop=draw(st.floats(0, 100)), reason=draw(st.text()),
+        ts=draw(times),
+    )  # fmt: skip
+
+
+@st.composite
+def exits(draw: st.DrawFn) -> ExitSignal:
+    pos, reason = draw(names), draw(exit_reasons)
+    return ExitSignal(
+        id=exit_signal_id(pos, reason), position_id=pos, symbol=draw(names), side=draw(sides),
+        reason=reason, price=draw(prices), best_price=draw(prices), ts=draw(times),
+    )  # fmt: skip
+
+
+messages = st.one_of(
+    candles(),
+    entries(),
+    exits(),
+    st.builds(PriceTick, symbol=names, price=prices, ts=times),
+    st.builds(
+        OrderIntent, client_order_id=names, signal_id=names, symbol=names,
+        side=st.sampled_from(["buy", "sell"]), purpose=st.sampled_from(["entry", "stop", "exit"]),
+        type=st.sampled_from(["market", "stop_market"]), quantity=prices,
+        stop_price=st.none() | prices, reduce_only=st.booleans(), ts=times,
+    ),
+    st.builds(
+        OrderEvent, event=st.sampled_from(["submitted", "filled", "rejected"]),
+        client_order_id=names, exchange_order_id=st.none() | names, signal_id=names,
+        symbol=names, side=st.sampled_from(["buy", "sell"]), purpose=st.just("entry"),
+        quantity=prices, price=st.none() | prices, fee=volumes, error=st.none() | st.text(),
+        ts=times,
+    ),
+    st.builds(
+        PositionEvent, event=st.sampled_from(["opened", "closed"]), position_id=names,
+        symbol=names, side=sides, quantity=prices, entry_price=prices,
+        stop_price=st.none() | prices, pnl=st.none() | st.floats(-1e9, 1e9), ts=times,
+    ),
+    st.builds(
+        DlqEntry, stream=names, group=names, entry_id=names,
+        reason=st.sampled_from(["decode", "handler", "deliveries"]), error=st.text(),
+        deliveries=st.integers(0, 100), payload=st.text(), ts=times,
+    ),
+)  # fmt: skip
+
+
+@settings(max_examples=150, deadline=None)
+@given(messages)
+def test_every_message_round_trips(msg: Message) -> None:
+    data = encode(msg)
+    assert decode(data) == msg
+    assert decode(data, type(msg)) == msg
+
+
+def test_every_kind_is_covered() -> None:
+    assert set(KINDS) == {
+        "candle", "tick", "entry", "exit", "intent", "order", "position", "dlq"
+    }  # fmt: skip
+
+
+def good_candle() -> dict[str, Any]:
+    c = Candle(symbol="BTC/USDT", timeframe="5m", open_time=0, open=10, high=12, low=9, close=11,
+               volume=5)  # fmt: skip
+    return c.model_dump()
+
+
+def test_entry_signal_id_matches_strategy() -> None:
+    assert entry_signal_id("SIREN/USDT", "5m", 1_700_000_000_000, "long") == (
+        "SIREN/USDT|5m|1700000000000|long"
+    )
+
+
+@pytest.mark.parametrize(
+    ("change", "field", "words"),
+    [
+        ({"v": 2}, "v", "unsupported schema version 2"),
+        ({"v": True}, "v", "unsupported schema version"),
+        ({"close": -1.0}, "close", "greater than 0"),
+        ({"open": 0.0}, "open", "greater than 0"),
+        ({"volume": -0.5}, "volume", "greater than or equal to 0"),
+        ({"volume": None}, "volume", "valid number"),
+        ({"open": "10"}, "open", "valid number"),
+        ({"kind": "nope"}, "kind", "unknown message kind"),
+        ({"extra": 1}, "extra", "Extra inputs"),
+        ({"high": 9.5}, "", "high/low must enclose"),
+    ],
+)
+def test_bad_fields_are_rejected_by_name(change: dict[str, Any], field: str, words: str) -> None:
+    data = orjson.dumps(good_candle() | change)
+    with pytest.raises(SchemaError, match=words) as err:
+        decode(data)
+    assert err.value.field == field
+
+
+def test_missing_field_is_named() -> None:
+    obj = good_candle()
+    del obj["low"]
+    with pytest.raises(SchemaError, match=r"Candle\.low: Field required") as err:
+        decode(orjson.dumps(obj))
+    assert err.value.field == "low"
+
+
+@pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])
+def test_non_finite_prices_are_rejected(literal: bytes) -> None:
+    data = encode(PriceTick(symbol="X", price=1.5, ts=1)).replace(b"1.5", literal)
+    with pytest.raises(SchemaError):
+        decode(data)
+
+
+def test_non_finite_values_cannot_be_built() -> None:
+    with pytest.raises(ValueError, match="finite"):
+        PriceTick(symbol="X", price=float("inf"), ts=1)
+
+
+@pytest.mark.parametrize("data", [b"", b"not json", b"[1, 2]", b'"x"', b"{}"])
+def test_garbage_is_a_schema_error(data: bytes) -> None:
+    with pytest.raises(SchemaError):
+        decode(data)
+
+
+def test_decode_checks_expected_kind() -> None:
+    data = encode(PriceTick(symbol="X", price=1.0, ts=1))
+    with pytest.raises(SchemaError, match="expected Candle"):
+        decode(data, Candle)
+
+
+def test_signal_ids_are_checked() -> None:
+    with pytest.raises(ValueError, match="id must be"):
+        EntrySignal(
+            id="wrong", symbol="X", timeframe="5m", candle_open_time=0, side="long", price=1.0,
+            body_pct=0.01, vol_ratio=2.0, chop=40.0, ts=0,
+        )  # fmt: skip
