@@ -1,15 +1,145 @@
-"""``tradebot backtest``: placeholder until the backtester lands."""
+"""``tradebot backtest``: replay the strategy over candles and write the report."""
 
 from __future__ import annotations
 
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import pandas as pd
 import typer
+
+from services.backtest.data import DataError, find_gaps, load_candles
+from services.backtest.engine import BacktestConfig, Progress, run_backtest
+from services.backtest.report import iso_utc, write_report
+from shared.config import ConfigError, exit_bad_config, load_settings
+
+EXIT_BAD_INPUT = 2
+PROGRESS_MIN_CANDLES = 2_000_000
+MAX_GAP_LINES = 5
+
+
+def fail(message: str) -> NoReturn:
+    """Print one error line to stderr and exit with code 2."""
+    typer.echo(f"backtest error: {message}", err=True)
+    raise typer.Exit(EXIT_BAD_INPUT)
+
+
+def parse_time(text: str | None, option: str) -> int | None:
+    """Parse --from/--to given as ms since epoch or ISO 8601 (UTC unless an offset is given)."""
+    if text is None:
+        return None
+    if text.strip().lstrip("-").isdigit():
+        return int(text)
+    try:
+        ts = pd.Timestamp(text)
+    except ValueError:
+        fail(f"{option} {text!r} is neither ms since epoch nor ISO 8601")
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
+@contextmanager
+def progress_bar(enabled: bool) -> Iterator[Progress | None]:
+    """Yield a progress callback drawing a rich bar on a terminal, or None."""
+    if not enabled:
+        yield None
+        return
+    from rich.progress import Progress as RichProgress
+
+    with RichProgress(transient=True) as bar:
+        task = bar.add_task("backtest", total=None)
+
+        def update(done: int, total: int) -> None:
+            bar.update(task, completed=done, total=total)
+
+        yield update
 
 
 def register(app: typer.Typer) -> None:
     """Add the backtest command to the tradebot CLI."""
 
     @app.command()
-    def backtest() -> None:
-        """Run the strategy over history (not built yet)."""
-        typer.echo("backtest is not built yet", err=True)
-        raise typer.Exit(1)
+    def backtest(
+        data: Annotated[
+            Path | None, typer.Option("--data", help="CSV/Parquet file or folder of them.")
+        ] = None,
+        synthetic: Annotated[
+            tuple[int, float, int] | None,
+            typer.Option("--synthetic", help="SYMBOLS DAYS SEED: generated market data."),
+        ] = None,
+        equity: Annotated[float, typer.Option("--equity", help="Start equity.")] = 10_000.0,
+        from_: Annotated[
+            str | None, typer.Option("--from", help="First candle open time (ISO/ms).")
+        ] = None,
+        to: Annotated[
+            str | None, typer.Option("--to", help="Candles opening before this (ISO/ms).")
+        ] = None,
+        symbols: Annotated[
+            str | None, typer.Option("--symbols", help="Comma-separated, e.g. BTC/USDT,ETH/USDT.")
+        ] = None,
+        config_file: Annotated[
+            Path | None, typer.Option("--config", help="TOML settings file; TB_* env wins.")
+        ] = None,
+        out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/backtest"),
+    ) -> None:
+        """Replay the strategy; write trades.csv, summary.json, equity.png and report.html."""
+        try:
+            settings = load_settings(config_file)
+        except ConfigError as e:
+            exit_bad_config(e)
+        if (data is None) == (synthetic is None):
+            fail("give exactly one of --data PATH or --synthetic SYMBOLS DAYS SEED")
+        if not equity > 0:
+            fail(f"--equity {equity} must be positive")
+        from_ms = parse_time(from_, "--from")
+        to_ms = parse_time(to, "--to")
+        if from_ms is not None and to_ms is not None and from_ms >= to_ms:
+            fail(f"--from {from_} must be before --to {to}")
+        wanted = [s.strip() for s in symbols.split(",") if s.strip()] if symbols else None
+        tf = settings.timeframe_ms
+        if data is not None:
+            try:
+                frames = load_candles(data, wanted, timeframe_ms=tf)
+            except DataError as e:
+                fail(str(e))
+        else:
+            assert synthetic is not None
+            n, days, seed = synthetic
+            if n < 1 or days <= 0:
+                fail(f"--synthetic {n} {days} {seed}: need SYMBOLS >= 1 and DAYS > 0")
+            from services.exchange_sim.synthetic import generate_candles
+
+            frames = generate_candles(n, days, seed, timeframe_ms=tf)
+            if wanted is not None:
+                missing = [s for s in wanted if s not in frames]
+                if missing:
+                    fail(f"symbol(s) not in the synthetic data: {', '.join(missing)}")
+                frames = {s: frames[s] for s in sorted(wanted)}
+        gaps = find_gaps(frames, tf)
+        for g in gaps[:MAX_GAP_LINES]:
+            typer.echo(
+                f"warning: {g.symbol}: {g.missing} candle(s) missing after "
+                f"{iso_utc(g.after_ms)}; indicator windows restart",
+                err=True,
+            )
+        if len(gaps) > MAX_GAP_LINES:
+            typer.echo(f"warning: {len(gaps) - MAX_GAP_LINES} more gap(s)", err=True)
+        cfg = BacktestConfig.from_settings(settings, equity, from_ms, to_ms)
+        total = sum(len(f) for f in frames.values())
+        started = time.perf_counter()
+        show = sys.stderr.isatty() and total >= PROGRESS_MIN_CANDLES
+        try:
+            with progress_bar(show) as progress:
+                result = run_backtest(frames, cfg, progress)
+        except ValueError as e:
+            fail(str(e))
+        summary = write_report(result, out, tf, time.perf_counter() - started)
+        typer.echo(
+            f"{summary['trades']} trades, return {summary['return_pct']:.2f}%, "
+            f"max drawdown {summary['max_drawdown_pct']:.2f}%, "
+            f"{summary['candles']} candles in {summary['elapsed_s']:.2f}s -> {out}"
+        )

@@ -1,0 +1,183 @@
+"""Write a backtest's outputs: trades.csv, summary.json, equity.png and report.html."""
+
+from __future__ import annotations
+
+import base64
+import html
+import io
+import json
+import math
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from services.backtest.engine import BacktestResult, Trade
+
+TRADE_COLUMNS = (
+    "symbol",
+    "side",
+    "entry_time",
+    "entry_price",
+    "exit_time",
+    "exit_price",
+    "quantity",
+    "fees",
+    "pnl",
+    "exit_reason",
+)
+YEAR_MS = 365 * 86_400_000
+
+
+def iso_utc(ms: int) -> str:
+    """Format ms since epoch as ISO 8601 UTC with a Z suffix."""
+    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def trades_frame(trades: list[Trade]) -> pd.DataFrame:
+    """Return the trade list as the trades.csv table."""
+    rows = [
+        (
+            t.symbol,
+            "long" if t.side > 0 else "short",
+            iso_utc(t.entry_time_ms),
+            t.entry_price,
+            iso_utc(t.exit_time_ms),
+            t.exit_price,
+            t.quantity,
+            t.fees,
+            t.pnl,
+            t.exit_reason.value,
+        )
+        for t in trades
+    ]
+    return pd.DataFrame(rows, columns=list(TRADE_COLUMNS))
+
+
+def drawdown_pct(equity: np.ndarray) -> np.ndarray:
+    """Return the drawdown from the running peak, in percent (0 or negative)."""
+    peak = np.maximum.accumulate(equity)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        return np.where(peak > 0, (equity / peak - 1.0) * 100.0, 0.0)
+
+
+def summarize(result: BacktestResult, timeframe_ms: int, elapsed_s: float) -> dict[str, Any]:
+    """Return the summary.json fields.
+
+    sharpe = mean / std of per-step equity returns * sqrt(steps per year), 0 when flat;
+    profit_factor = gross profit / gross loss, null when there is no losing trade.
+    """
+    pnl = np.array([t.pnl for t in result.trades])
+    wins = int((pnl > 0).sum())
+    curve = np.concatenate([[result.start_equity], result.equity])
+    with np.errstate(divide="ignore", invalid="ignore"):
+        rets = np.diff(curve) / curve[:-1]
+    rets = rets[np.isfinite(rets)]
+    std = float(rets.std()) if len(rets) > 1 else 0.0
+    sharpe = float(rets.mean()) / std * math.sqrt(YEAR_MS / timeframe_ms) if std > 0 else 0.0
+    loss = float(-pnl[pnl < 0].sum())
+    gain = float(pnl[pnl > 0].sum())
+    return {
+        "trades": len(result.trades),
+        "wins": wins,
+        "win_rate": wins / len(pnl) if len(pnl) else 0.0,
+        "total_pnl": float(pnl.sum()),
+        "return_pct": (result.end_equity / result.start_equity - 1.0) * 100.0,
+        "max_drawdown_pct": float(-drawdown_pct(curve).min()),
+        "sharpe": sharpe,
+        "profit_factor": gain / loss if loss > 0 else None,
+        "start_equity": result.start_equity,
+        "end_equity": result.end_equity,
+        "candles": result.candles,
+        "symbols": len(result.symbols),
+        "elapsed_s": elapsed_s,
+    }
+
+
+def equity_png(result: BacktestResult) -> bytes:
+    """Draw the equity curve with the drawdown below it and return PNG bytes."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    times = pd.to_datetime(result.step_ms, unit="ms", utc=True)
+    fig, (ax_eq, ax_dd) = plt.subplots(
+        2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
+    )
+    ax_eq.plot(times, result.equity, linewidth=1.0, color="tab:blue")
+    ax_eq.set_ylabel("equity")
+    ax_eq.set_title("Equity")
+    ax_eq.grid(alpha=0.3)
+    dd = drawdown_pct(result.equity)
+    ax_dd.fill_between(times, dd, 0, color="tab:red", alpha=0.4, linewidth=0)
+    ax_dd.set_ylabel("drawdown %")
+    ax_dd.grid(alpha=0.3)
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=100)
+    plt.close(fig)
+    return buf.getvalue()
+
+
+def _table(frame: pd.DataFrame) -> str:
+    """Render a frame as a plain HTML table with escaped cells."""
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
+    body = "".join(
+        "<tr>" + "".join(f"<td>{html.escape(_cell(v))}</td>" for v in row) + "</tr>"
+        for row in frame.itertuples(index=False)
+    )
+    return f"<table><thead><tr>{head}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _cell(value: object) -> str:
+    """Format one table cell: floats to 6 significant digits."""
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return "" if value is None else str(value)
+
+
+def per_symbol(trades: pd.DataFrame) -> pd.DataFrame:
+    """Return trades, wins, win rate and PnL per symbol."""
+    if trades.empty:
+        return pd.DataFrame(columns=["symbol", "trades", "wins", "win_rate", "pnl"])
+    g = trades.groupby("symbol")["pnl"]
+    out = pd.DataFrame(
+        {"trades": g.size(), "wins": g.apply(lambda s: int((s > 0).sum())), "pnl": g.sum()}
+    )
+    out["win_rate"] = out["wins"] / out["trades"]
+    return out.reset_index()[["symbol", "trades", "wins", "win_rate", "pnl"]]
+
+
+def report_html(summary: dict[str, Any], trades: pd.DataFrame, png: bytes) -> str:
+    """Return a self-contained HTML report (the chart is embedded as a data URI)."""
+    rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
+    chart = base64.b64encode(png).decode("ascii")
+    style = (
+        "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>tradebot backtest</title>"
+        f"<style>{style}</style></head><body><h1>Backtest</h1><h2>Summary</h2>{_table(rows)}"
+        f"<h2>Equity</h2><img alt='equity curve' src='data:image/png;base64,{chart}'>"
+        f"<h2>Per symbol</h2>{_table(per_symbol(trades))}"
+        f"<h2>Trades</h2>{_table(trades)}</body></html>"
+    )
+
+
+def write_report(
+    result: BacktestResult, out: Path, timeframe_ms: int, elapsed_s: float
+) -> dict[str, Any]:
+    """Write the four outputs into out (created if needed) and return the summary."""
+    out.mkdir(parents=True, exist_ok=True)
+    trades = trades_frame(result.trades)
+    trades.to_csv(out / "trades.csv", index=False)
+    summary = summarize(result, timeframe_ms, elapsed_s)
+    (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
+    png = equity_png(result)
+    (out / "equity.png").write_bytes(png)
+    (out / "report.html").write_text(report_html(summary, trades, png))
+    return summary
