@@ -1,0 +1,99 @@
+"""The simulator's state holder: market feed, account, symbol rules, credentials, persistence."""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from aiohttp import web
+
+from services.exchange_sim import engine
+from services.exchange_sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from services.exchange_sim.engine import Account, AlgoOrder, SimError, SymbolSpec
+from services.exchange_sim.faults import FaultPlan
+from services.exchange_sim.feed import MarketFeed
+
+DEFAULT_BALANCE = 10_000.0
+DEFAULT_FEE_RATE = 0.0005
+
+
+@dataclass
+class Simulator:
+    """Everything one simulated exchange holds; the HTTP routes and the clock task call it."""
+
+    feed: MarketFeed
+    account: Account
+    specs: dict[str, SymbolSpec]
+    api_key: str = DEFAULT_API_KEY
+    api_secret: str = DEFAULT_API_SECRET
+    faults: FaultPlan = field(default_factory=FaultPlan)
+    state_file: Path | None = None
+    triggered: list[AlgoOrder] = field(default_factory=list)
+
+    @classmethod
+    def create(
+        cls,
+        feed: MarketFeed,
+        balance: float = DEFAULT_BALANCE,
+        fee_rate: float = DEFAULT_FEE_RATE,
+        state_file: Path | None = None,
+        **kwargs: Any,
+    ) -> Simulator:
+        """Build a simulator over a feed; resume the account from ``state_file`` if it exists."""
+        specs = {s: engine.spec_for(s, feed.price(s)) for s in feed.symbols()}
+        account = Account(wallet=balance, fee_rate=fee_rate)
+        if state_file is not None and state_file.exists():
+            account = Account.from_dict(json.loads(state_file.read_text())["account"])
+        return cls(feed, account, specs, state_file=state_file, **kwargs)
+
+    def now_ms(self) -> int:
+        """Return the exchange clock (the market's simulated time)."""
+        return self.feed.now_ms()
+
+    def spec(self, symbol: str | None) -> SymbolSpec:
+        """Return a symbol's rules; unknown or missing symbols are -1121 as on Binance."""
+        if symbol is None or symbol not in self.specs:
+            raise SimError(-1121, "Invalid symbol.")
+        return self.specs[symbol]
+
+    def prices(self) -> dict[str, float]:
+        """Return every symbol's current price."""
+        return {s: self.feed.price(s) for s in self.specs}
+
+    def step(self, n: int = 1) -> list[tuple[str, float]]:
+        """Play n price events of the market; trigger the stops each one reaches."""
+        played: list[tuple[str, float]] = []
+        fired_any = False
+        for _ in range(n):
+            for symbol, price in self.feed.step():
+                played.append((symbol, price))
+                if symbol not in self.specs:
+                    continue
+                fired = engine.trigger_stops(
+                    self.account, self.specs[symbol], price, self.prices(), self.now_ms()
+                )
+                self.triggered.extend(fired)
+                fired_any = fired_any or bool(fired)
+        if fired_any:
+            self.save()
+        return played
+
+    def save(self) -> None:
+        """Write the account to the state file atomically (temp file, then rename)."""
+        if self.state_file is None:
+            return
+        self.state_file.parent.mkdir(parents=True, exist_ok=True)
+        tmp = self.state_file.with_suffix(self.state_file.suffix + ".tmp")
+        tmp.write_text(json.dumps({"account": self.account.to_dict()}))
+        os.replace(tmp, self.state_file)
+
+
+SIM_KEY: web.AppKey[Simulator] = web.AppKey("sim", Simulator)
+
+
+def sim_of(request: web.Request) -> Simulator:
+    """Return the simulator an app serves."""
+    return request.app[SIM_KEY]
