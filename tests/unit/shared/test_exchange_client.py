@@ -1,0 +1,325 @@
+"""ExchangeClient logic without a network: retry policy, clock re-sync, idempotent placement.
+
+The exchange is a hand-written stub with ccxt's method names and ccxt's exceptions; the
+client's sleep and clock are fake (sleeping advances the clock), so no test waits.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import ccxt.async_support as ccxt
+import pytest
+
+from shared.exchange import ExchangeClient, Tuning
+from shared.exchange_errors import (
+    RETRY_AFTER_ATTR,
+    AuthError,
+    BackoffPolicy,
+    InsufficientMargin,
+    OrderRejected,
+    OutcomeUnknown,
+    TemporaryError,
+)
+
+SYMBOL = "BTC/USDT:USDT"
+SECRET = "stub-secret-value"
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A minimal order intent (the shape of shared.schemas.OrderIntent)."""
+
+    client_order_id: str
+    symbol: str = SYMBOL
+    side: str = "buy"
+    type: str = "market"
+    quantity: float = 0.01
+    stop_price: float | None = None
+    reduce_only: bool = False
+
+
+class FakeTime:
+    """A clock that only moves when the client sleeps."""
+
+    def __init__(self) -> None:
+        self.now = 1000.0
+        self.sleeps: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.sleeps.append(seconds)
+        self.now += seconds
+
+
+Fault = Callable[[], BaseException | None]
+
+
+class StubExchange:
+    """Just enough of ccxt's binanceusdm: orders by client id, scripted failures."""
+
+    def __init__(self) -> None:
+        self.options: dict[str, Any] = {"timeDifference": 0}
+        self.orders: dict[str, dict[str, Any]] = {}
+        self.created = 0
+        self.sends = 0
+        self.lookups = 0
+        self.syncs = 0
+        self.balance_calls = 0
+        self.send_faults: list[str] = []  # per send: "", "drop", "timeout", "insufficient", ...
+        self.lookup_faults: list[str] = []
+        self.balance_faults: list[BaseException] = []
+        self.late: list[dict[str, Any]] = []  # orders that appear on the next lookup
+
+    def milliseconds(self) -> int:
+        return 0
+
+    async def load_time_difference(self) -> int:
+        self.syncs += 1
+        self.options["timeDifference"] = 5
+        return 5
+
+    async def fetch_balance(self) -> dict[str, Any]:
+        self.balance_calls += 1
+        if self.balance_faults:
+            raise self.balance_faults.pop(0)
+        return {"USDT": {"free": 1.0, "used": 0.0, "total": 1.0}, "info": {}}
+
+    def _new_order(self, cid: str, amount: float) -> dict[str, Any]:
+        self.created += 1
+        order = {
+            "id": str(self.created),
+            "clientOrderId": cid,
+            "symbol": SYMBOL,
+            "side": "buy",
+            "type": "market",
+            "status": "closed",
+            "amount": amount,
+            "filled": amount,
+            "average": 100.0,
+        }
+        self.orders[cid] = order
+        return order
+
+    async def create_order(
+        self, symbol: str, type: str, side: str, amount: float, price: Any, params: dict[str, Any]
+    ) -> dict[str, Any]:
+        self.sends += 1
+        fault = self.send_faults.pop(0) if self.send_faults else ""
+        cid = params["clientOrderId"]
+        if fault == "insufficient":
+            raise ccxt.InsufficientFunds('binanceusdm {"code":-2019}')
+        if fault == "auth":
+            raise ccxt.AuthenticationError(f"binanceusdm -2015 key {SECRET}")
+        if fault == "timeout":
+            raise ccxt.RequestTimeout("binanceusdm POST http://sim/fapi/v1/order?signature=ab")
+        if fault == "rate":
+            err = ccxt.DDoSProtection("binanceusdm 429")
+            setattr(err, RETRY_AFTER_ATTR, 2.0)
+            raise err
+        if fault == "clock":
+            raise ccxt.InvalidNonce("binanceusdm -1021")
+        if fault == "late":  # queued inside the exchange: missing at the next lookup
+            self.late.append({"cid": cid, "amount": amount, "visible_at": self.lookups + 2})
+            raise ccxt.RequestTimeout("binanceusdm timeout")
+        order = self._new_order(cid, amount)
+        if fault == "drop":
+            raise ccxt.ExchangeNotAvailable("binanceusdm connection reset")
+        return order
+
+    async def fetch_order(self, id: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
+        self.lookups += 1
+        fault = self.lookup_faults.pop(0) if self.lookup_faults else ""
+        if fault == "timeout":
+            raise ccxt.RequestTimeout("binanceusdm lookup timeout")
+        for pending in [p for p in self.late if p["visible_at"] <= self.lookups]:
+            self._new_order(pending["cid"], pending["amount"])
+            self.late.remove(pending)
+        cid = params.get("origClientOrderId") or params.get("clientAlgoId")
+        if cid not in self.orders:
+            raise ccxt.OrderNotFound('binanceusdm {"code":-2013,"msg":"Order does not exist."}')
+        return self.orders[cid]
+
+
+def make_client(
+    stub: StubExchange, fake: FakeTime, *, attempts: int = 4, recv_window_ms: int = 1000
+) -> ExchangeClient:
+    tuning = Tuning(
+        backoff=BackoffPolicy(attempts=attempts, initial=0.1, maximum=1.0),
+        recv_window_ms=recv_window_ms,
+        settle_slack_ms=100,
+        settle_poll_ms=200,
+        send_attempts=attempts,
+    )
+    return ExchangeClient(
+        stub, tuning=tuning, secrets=[SECRET], sleep=fake.sleep, rand=lambda: 0.5, clock=fake.clock
+    )
+
+
+@pytest.fixture
+def stub() -> StubExchange:
+    return StubExchange()
+
+
+@pytest.fixture
+def fake() -> FakeTime:
+    return FakeTime()
+
+
+async def test_network_errors_are_retried_with_growing_backoff(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.balance_faults = [ccxt.RequestTimeout("t"), ccxt.ExchangeNotAvailable("502")]
+    balance = await make_client(stub, fake).balance()
+    assert balance.wallet == 1.0
+    assert stub.balance_calls == 3
+    assert len(fake.sleeps) == 2
+    assert fake.sleeps[1] > fake.sleeps[0]
+
+
+async def test_retries_run_out_into_temporary_error_with_the_cause(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.balance_faults = [ccxt.RequestTimeout(f"t{i}") for i in range(10)]
+    with pytest.raises(TemporaryError) as info:
+        await make_client(stub, fake, attempts=3).balance()
+    assert stub.balance_calls == 3
+    assert isinstance(info.value.__cause__, ccxt.RequestTimeout)
+
+
+@pytest.mark.parametrize(
+    ("err", "ours"),
+    [
+        (ccxt.InsufficientFunds("-2019"), InsufficientMargin),
+        (ccxt.InvalidOrder("-2022"), OrderRejected),
+        (ccxt.AuthenticationError("-1022"), AuthError),
+    ],
+)
+async def test_business_errors_are_not_retried(
+    stub: StubExchange, fake: FakeTime, err: BaseException, ours: type[Exception]
+) -> None:
+    stub.balance_faults = [err]
+    with pytest.raises(ours) as info:
+        await make_client(stub, fake).balance()
+    assert stub.balance_calls == 1
+    assert info.value.__cause__ is err
+    assert fake.sleeps == []
+
+
+async def test_clock_rejection_resyncs_then_succeeds(stub: StubExchange, fake: FakeTime) -> None:
+    stub.balance_faults = [ccxt.InvalidNonce("-1021")]
+    await make_client(stub, fake).balance()
+    assert stub.syncs == 1
+    assert stub.balance_calls == 2
+    assert stub.options["timeDifference"] == 5
+
+
+async def test_rate_limit_honours_retry_after(stub: StubExchange, fake: FakeTime) -> None:
+    err = ccxt.DDoSProtection("429")
+    setattr(err, RETRY_AFTER_ATTR, 7.0)
+    stub.balance_faults = [err]
+    await make_client(stub, fake).balance()
+    assert fake.sleeps[0] >= 7.0
+
+
+async def test_order_is_sent_once_when_all_goes_well(stub: StubExchange, fake: FakeTime) -> None:
+    order = await make_client(stub, fake).place_order(Intent("tb-1"))
+    assert (order.client_order_id, order.status, stub.created, stub.sends) == (
+        "tb-1",
+        "closed",
+        1,
+        1,
+    )
+
+
+async def test_dropped_answer_after_execution_is_found_not_resent(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["drop"]
+    order = await make_client(stub, fake).place_order(Intent("tb-2"))
+    assert order.client_order_id == "tb-2"
+    assert (stub.created, stub.sends) == (1, 1)
+
+
+async def test_filled_order_id_is_never_placed_again(stub: StubExchange, fake: FakeTime) -> None:
+    client = make_client(stub, fake)
+    first = await client.place_order(Intent("tb-3"))
+    again = await client.place_order(Intent("tb-3"))
+    assert again.id == first.id
+    assert (stub.created, stub.sends) == (1, 1)
+
+
+async def test_not_found_after_timeout_waits_out_the_recv_window(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["timeout"]
+    start = fake.now
+    order = await make_client(stub, fake, recv_window_ms=1000).place_order(Intent("tb-4"))
+    assert order.client_order_id == "tb-4"
+    assert (stub.created, stub.sends) == (1, 2)
+    assert fake.now - start >= 1.1  # recvWindow + slack passed before the resend
+
+
+async def test_order_that_lands_late_is_found_not_duplicated(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["late"]
+    stub.lookup_faults = ["", "", "timeout"]  # not found, then a failed lookup, then found
+    order = await make_client(stub, fake).place_order(Intent("tb-5"))
+    assert order.client_order_id == "tb-5"
+    assert (stub.created, stub.sends) == (1, 1)
+
+
+async def test_failed_lookup_gives_outcome_unknown_without_resend(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["timeout"]
+    stub.lookup_faults = [""] + ["timeout"] * 20
+    with pytest.raises(OutcomeUnknown) as info:
+        await make_client(stub, fake, attempts=3).place_order(Intent("tb-6"))
+    assert info.value.client_order_id == "tb-6"
+    assert stub.sends == 1
+
+
+async def test_insufficient_margin_is_raised_at_once(stub: StubExchange, fake: FakeTime) -> None:
+    stub.send_faults = ["insufficient"]
+    with pytest.raises(InsufficientMargin):
+        await make_client(stub, fake).place_order(Intent("tb-7"))
+    assert (stub.sends, stub.created) == (1, 0)
+
+
+async def test_clock_rejected_send_is_resent_after_resync(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["clock"]
+    await make_client(stub, fake).place_order(Intent("tb-8"))
+    assert (stub.syncs, stub.sends, stub.created) == (1, 2, 1)
+
+
+async def test_sends_that_never_execute_run_out_into_temporary_error(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["rate"] * 10
+    with pytest.raises(TemporaryError):
+        await make_client(stub, fake, attempts=3).place_order(Intent("tb-9"))
+    assert (stub.sends, stub.created) == (3, 0)
+    assert all(s >= 2.0 for s in fake.sleeps if s > 0.25)
+
+
+async def test_error_messages_carry_no_secret(stub: StubExchange, fake: FakeTime) -> None:
+    stub.send_faults = ["auth"]
+    with pytest.raises(AuthError) as info:
+        await make_client(stub, fake).place_order(Intent("tb-10"))
+    assert SECRET not in str(info.value)
+
+
+async def test_bad_client_order_id_is_refused_before_any_request(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    with pytest.raises(ValueError, match="client order id"):
+        await make_client(stub, fake).place_order(Intent("BTC|5m|1|long"))
+    assert stub.lookups == stub.sends == 0

@@ -1,0 +1,177 @@
+"""The exchange error taxonomy: ccxt errors classified, translated, sanitized; backoff policy."""
+
+from __future__ import annotations
+
+import aiohttp
+import ccxt.async_support as ccxt
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from shared.exchange_errors import (
+    RETRY_AFTER_ATTR,
+    AuthError,
+    BackoffPolicy,
+    InsufficientMargin,
+    Kind,
+    OperationalError,
+    OrderRejected,
+    TemporaryError,
+    classify,
+    is_retryable,
+    parse_retry_after,
+    sanitize,
+    translate,
+)
+
+
+def _wrapped_transport_error() -> ccxt.ExchangeError:
+    """Return the plain ExchangeError ccxt raises for a non-connection aiohttp failure."""
+    try:
+        try:
+            raise aiohttp.ClientPayloadError("truncated body")
+        except aiohttp.ClientError as inner:
+            raise ccxt.ExchangeError("binanceusdm GET http://x/fapi/v1/order") from inner
+    except ccxt.ExchangeError as outer:
+        return outer
+
+
+@pytest.mark.parametrize(
+    ("err", "kind"),
+    [
+        (ccxt.InvalidNonce("-1021"), Kind.CLOCK),
+        (ccxt.DDoSProtection("418"), Kind.RATE_LIMIT),
+        (ccxt.RateLimitExceeded("-1003"), Kind.RATE_LIMIT),
+        (ccxt.RequestTimeout("timed out"), Kind.TIMEOUT),
+        (ccxt.ExchangeNotAvailable("502"), Kind.UNAVAILABLE),
+        (ccxt.OnMaintenance("maintenance"), Kind.UNAVAILABLE),
+        (ccxt.NetworkError("reset"), Kind.UNAVAILABLE),
+        (ccxt.OperationFailed("-1001 internal error"), Kind.UNAVAILABLE),
+        (ccxt.InsufficientFunds("-2019"), Kind.INSUFFICIENT),
+        (ccxt.OrderNotFound("-2013"), Kind.NOT_FOUND),
+        (ccxt.DuplicateOrderId("dup"), Kind.DUPLICATE),
+        (ccxt.InvalidOrder('binanceusdm {"code":-4116,"msg":"dup"}'), Kind.DUPLICATE),
+        (ccxt.InvalidOrder("-2022 ReduceOnly Order is rejected."), Kind.REJECTED),
+        (ccxt.OperationRejected("-2027"), Kind.REJECTED),
+        (ccxt.BadSymbol("-1121"), Kind.REJECTED),
+        (ccxt.MarginModeAlreadySet("-4046"), Kind.NO_CHANGE),
+        (ccxt.AuthenticationError("-1022"), Kind.AUTH),
+        (ccxt.PermissionDenied("-2015"), Kind.AUTH),
+        (ccxt.BadRequest("-1102"), Kind.OTHER),
+        (ccxt.ExchangeError("unknown"), Kind.OTHER),
+        (_wrapped_transport_error(), Kind.UNAVAILABLE),
+    ],
+)
+def test_classify_maps_ccxt_errors(err: BaseException, kind: Kind) -> None:
+    assert classify(err) is kind
+
+
+@pytest.mark.parametrize(
+    "err",
+    [ccxt.InsufficientFunds("x"), ccxt.InvalidOrder("x"), ccxt.AuthenticationError("x")],
+)
+def test_business_errors_are_never_retried(err: BaseException) -> None:
+    assert not is_retryable(err)
+
+
+@pytest.mark.parametrize(
+    ("err", "ours"),
+    [
+        (ccxt.RequestTimeout("t"), TemporaryError),
+        (ccxt.DDoSProtection("429"), TemporaryError),
+        (ccxt.InvalidNonce("-1021"), TemporaryError),
+        (ccxt.InsufficientFunds("-2019"), InsufficientMargin),
+        (ccxt.InvalidOrder("-2022"), OrderRejected),
+        (ccxt.AuthenticationError("-1022"), AuthError),
+        (ccxt.BadRequest("-1102"), OperationalError),
+        (ccxt.ExchangeError("?"), OperationalError),
+    ],
+)
+def test_translate_picks_our_class_and_names_the_call(
+    err: BaseException, ours: type[Exception]
+) -> None:
+    out = translate(err, "balance")
+    assert type(out) is ours
+    assert out.call == "balance"
+    assert str(out).startswith("balance: ")
+
+
+def test_insufficient_margin_is_an_order_rejection() -> None:
+    assert isinstance(translate(ccxt.InsufficientFunds("-2019"), "place_order"), OrderRejected)
+
+
+def test_sanitize_drops_query_signature_and_secrets() -> None:
+    text = (
+        "binanceusdm GET http://127.0.0.1:8900/fapi/v3/account?timestamp=1&signature=abcdef0123 "
+        'body {"k": "my-api-key", "s": "signature=00ff"} my-secret'
+    )
+    out = sanitize(text, ["my-api-key", "my-secret", ""])
+    assert "my-api-key" not in out
+    assert "my-secret" not in out
+    assert "abcdef0123" not in out
+    assert "00ff" not in out
+    assert "timestamp=1" not in out
+    assert "http://127.0.0.1:8900/fapi/v3/account" in out
+
+
+def test_sanitize_caps_the_length() -> None:
+    assert len(sanitize("x" * 5000)) <= 300
+
+
+def test_translate_masks_secrets() -> None:
+    out = translate(ccxt.AuthenticationError("key sekrit123 refused"), "balance", ["sekrit123"])
+    assert "sekrit123" not in str(out)
+
+
+@pytest.mark.parametrize(
+    ("headers", "want"),
+    [
+        ({"Retry-After": "7"}, 7.0),
+        ({"retry-after": "0.5"}, 0.5),
+        ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
+        ({"Retry-After": "-3"}, None),
+        ({}, None),
+        (None, None),
+    ],
+)
+def test_parse_retry_after(headers: dict[str, str] | None, want: float | None) -> None:
+    assert parse_retry_after(headers) == want
+
+
+def _rate_limited(after: float | None) -> ccxt.DDoSProtection:
+    err = ccxt.DDoSProtection("429")
+    setattr(err, RETRY_AFTER_ATTR, after)
+    return err
+
+
+def test_backoff_grows_and_is_capped() -> None:
+    policy = BackoffPolicy(attempts=10, initial=0.1, maximum=1.0)
+    timeout = ccxt.RequestTimeout("t")
+    assert policy.wait(1, timeout, 0.999) <= 0.1
+    assert policy.wait(3, timeout, 0.999) == pytest.approx(0.4, rel=0.01)
+    assert policy.wait(9, timeout, 0.999) <= 1.0
+
+
+def test_rate_limit_waits_longer_and_honours_retry_after() -> None:
+    policy = BackoffPolicy(attempts=5, initial=0.1, maximum=1.0)
+    network = policy.wait(2, ccxt.RequestTimeout("t"), 0.999)
+    limited = policy.wait(2, _rate_limited(None), 0.0)
+    assert limited > network
+    assert policy.wait(1, _rate_limited(12.0), 0.5) >= 12.0
+
+
+def test_clock_errors_retry_at_once() -> None:
+    assert BackoffPolicy().wait(1, ccxt.InvalidNonce("-1021"), 0.9) == 0.0
+
+
+def test_backoff_rejects_bad_settings() -> None:
+    with pytest.raises(ValueError, match="attempts"):
+        BackoffPolicy(attempts=0)
+
+
+@settings(max_examples=50, deadline=None)
+@given(attempt=st.integers(1, 30), rand=st.floats(0, 1, exclude_max=True))
+def test_backoff_stays_within_bounds(attempt: int, rand: float) -> None:
+    policy = BackoffPolicy(attempts=30, initial=0.05, maximum=2.0, rate_limit_factor=4.0)
+    assert 0 <= policy.wait(attempt, ccxt.ExchangeNotAvailable("x"), rand) <= 2.0
+    assert 0 < policy.wait(attempt, _rate_limited(None), rand) <= 8.0

@@ -1,0 +1,179 @@
+"""Exchange client pure parts: client order id guard, closed candles, parsing, ccxt set-up."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import ccxt.async_support as ccxt
+import orjson
+import pytest
+
+from shared.config import Settings
+from shared.exchange import create_ccxt
+from shared.exchange_errors import RETRY_AFTER_ATTR
+from shared.exchange_models import (
+    OHLCV,
+    check_client_order_id,
+    closed_candles,
+    make_client_order_id,
+    parse_balance,
+    parse_market,
+    parse_position,
+    rewrite_api_urls,
+)
+
+SIM_URL = "http://127.0.0.1:8911"
+
+
+@pytest.mark.parametrize(
+    "cid", ["a", "tb-0123456789abcdef", "x" * 36, "BTC/USDT:USDT_1.2-3", "A-Z.a:z/0_9"]
+)
+def test_valid_client_order_ids_pass(cid: str) -> None:
+    assert check_client_order_id(cid) == cid
+
+
+@pytest.mark.parametrize(
+    "cid", ["", "x" * 37, "BTC/USDT:USDT|5m|1700000000000|long", "has space", "é"]
+)
+def test_invalid_client_order_ids_are_refused(cid: str) -> None:
+    with pytest.raises(ValueError, match="client order id"):
+        check_client_order_id(cid)
+
+
+def test_make_client_order_id_is_deterministic_valid_and_distinct() -> None:
+    signal = "BTC/USDT:USDT|5m|1700000000000|long"
+    a = make_client_order_id(signal, "entry")
+    assert a == make_client_order_id(signal, "entry")
+    assert check_client_order_id(a) == a
+    assert a != make_client_order_id(signal, "stop")
+    assert a.startswith("tb-")
+
+
+def test_closed_candles_drop_the_forming_one() -> None:
+    tf = 300_000
+    rows = [OHLCV(t, 1, 1, 1, 1, 1) for t in (0, tf, 2 * tf)]
+    assert [c.open_time for c in closed_candles(rows, tf, 3 * tf)] == [0, tf, 2 * tf]
+    assert [c.open_time for c in closed_candles(rows, tf, 3 * tf - 1)] == [0, tf]
+    assert closed_candles(rows, tf, tf - 1) == []
+
+
+def test_rewrite_api_urls_keeps_paths() -> None:
+    api = {"fapiPrivate": "https://fapi.binance.com/fapi/v1", "nested": {"x": "https://a.b/c"}}
+    out = rewrite_api_urls(api, SIM_URL)
+    assert out == {"fapiPrivate": f"{SIM_URL}/fapi/v1", "nested": {"x": f"{SIM_URL}/c"}}
+
+
+def _sim_exchange() -> Any:
+    return create_ccxt(Settings(exchange="sim", sim_host="127.0.0.1", sim_port=8911))
+
+
+def test_sim_mode_points_every_api_url_at_the_simulator() -> None:
+    ex = _sim_exchange()
+    urls = [u for u in ex.urls["api"].values() if isinstance(u, str)]
+    assert urls
+    assert all(u.startswith(SIM_URL + "/") for u in urls)
+    assert ex.urls["api"]["fapiPrivateV3"] == f"{SIM_URL}/fapi/v3"
+    assert ex.options["fetchCurrencies"] is False
+
+
+def _raise_for(ex: Any, status: int, body: dict[str, Any], headers: dict[str, str]) -> None:
+    text = orjson.dumps(body).decode()
+    url = f"{SIM_URL}/fapi/v1/order"
+    ex.handle_errors(status, "Bad", url, "POST", headers, text, body, {}, "")
+
+
+def test_sim_mode_maps_futures_error_codes() -> None:
+    ex = _sim_exchange()
+    with pytest.raises(ccxt.InsufficientFunds):
+        _raise_for(ex, 400, {"code": -2019, "msg": "Margin is insufficient."}, {})
+    with pytest.raises(ccxt.InvalidOrder):
+        _raise_for(ex, 400, {"code": -2022, "msg": "ReduceOnly Order is rejected."}, {})
+    with pytest.raises(ccxt.InvalidNonce):
+        _raise_for(ex, 400, {"code": -1021, "msg": "Timestamp outside of the recvWindow."}, {})
+
+
+def test_without_the_futures_table_a_local_url_loses_the_mapping() -> None:
+    """The reason create_ccxt merges the table: plain ccxt at a local URL gives ExchangeError."""
+    ex = ccxt.binanceusdm()
+    with pytest.raises(ccxt.ExchangeError) as info:
+        _raise_for(ex, 400, {"code": -2019, "msg": "Margin is insufficient."}, {})
+    assert not isinstance(info.value, ccxt.InsufficientFunds)
+
+
+def test_rate_limit_errors_carry_retry_after() -> None:
+    ex = _sim_exchange()
+    with pytest.raises(ccxt.DDoSProtection) as info:
+        _raise_for(ex, 429, {"code": -1003, "msg": "Too many requests"}, {"Retry-After": "3"})
+    assert getattr(info.value, RETRY_AFTER_ATTR) == 3.0
+
+
+def test_testnet_uses_binance_demo_trading() -> None:
+    settings = Settings(exchange="binanceusdm", testnet=True, api_key="k", api_secret="s")
+    ex = create_ccxt(settings)
+    assert ex.urls["api"]["fapiPrivate"].startswith("https://demo-fapi.binance.com/")
+    assert ex.apiKey == "k"
+
+
+def test_unknown_exchange_id_is_a_clear_error() -> None:
+    settings = Settings(exchange="nosuchexchange", api_key="k", api_secret="s")
+    with pytest.raises(ValueError, match="nosuchexchange"):
+        create_ccxt(settings)
+
+
+RAW_SYMBOL = {
+    "symbol": "BTCUSDT",
+    "pair": "BTCUSDT",
+    "contractType": "PERPETUAL",
+    "status": "TRADING",
+    "baseAsset": "BTC",
+    "quoteAsset": "USDT",
+    "marginAsset": "USDT",
+    "pricePrecision": 2,
+    "quantityPrecision": 3,
+    "orderTypes": ["MARKET", "STOP_MARKET"],
+    "filters": [
+        {
+            "filterType": "PRICE_FILTER",
+            "minPrice": "0.10",
+            "maxPrice": "1000000",
+            "tickSize": "0.10",
+        },
+        {"filterType": "LOT_SIZE", "minQty": "0.001", "maxQty": "1000", "stepSize": "0.001"},
+        {"filterType": "MIN_NOTIONAL", "notional": "5"},
+    ],
+}
+
+
+def test_parse_market_reads_ccxt_precision_and_limits() -> None:
+    m = parse_market(_sim_exchange().parse_market(RAW_SYMBOL))
+    assert m.symbol == "BTC/USDT:USDT"
+    assert m.id == "BTCUSDT"
+    assert (m.price_tick, m.amount_step) == (0.1, 0.001)
+    assert (m.min_amount, m.max_amount, m.min_notional) == (0.001, 1000.0, 5.0)
+
+
+def test_parse_balance_prefers_the_account_fields() -> None:
+    raw = {
+        "USDT": {"free": 900.0, "used": 100.0, "total": 1000.0},
+        "info": {
+            "assets": [
+                {
+                    "asset": "USDT",
+                    "walletBalance": "1000",
+                    "unrealizedProfit": "-20",
+                    "marginBalance": "980",
+                }
+            ]
+        },
+    }
+    b = parse_balance(raw, "USDT")
+    assert (b.wallet, b.free, b.used, b.equity, b.unrealized_pnl) == (1000, 900, 100, 980, -20)
+
+
+def test_parse_position_skips_flat_and_reads_side() -> None:
+    assert parse_position({"symbol": "BTC/USDT:USDT", "contracts": 0}) is None
+    p = parse_position(
+        {"symbol": "BTC/USDT:USDT", "contracts": 0.5, "info": {"positionAmt": "-0.5"}}
+    )
+    assert p is not None
+    assert (p.side, p.contracts) == ("short", 0.5)
