@@ -283,24 +283,38 @@ class Market:
         """Return candles by open time, oldest first, the last one possibly still forming.
 
         As on Binance: with ``start_ms`` the first ``limit`` candles from it, else the last
-        ``limit`` up to ``end_ms`` (or now); both bounds are on open time, inclusive.
+        ``limit`` up to ``end_ms`` (or now); both bounds are on open time, inclusive. An
+        interval that is a multiple of the timeframe (and divides a day) is aggregated from
+        it; any other interval is a ValueError.
         """
-        if interval_ms is not None and interval_ms != self.timeframe_ms:
-            raise ValueError(f"interval {interval_ms} ms not served (only {self.timeframe_ms})")
+        tf = self.timeframe_ms
+        interval = tf if interval_ms is None else interval_ms
+        if interval <= 0 or interval % tf or DAY_MS % interval:
+            raise ValueError(f"interval {interval} ms not served (base timeframe {tf} ms)")
+        m = interval // tf
         s = self._get(symbol)
         lo, hi = 0, self._begun(s)
         if start_ms is not None:
+            start_ms = -(-start_ms // interval) * interval
             lo = int(np.searchsorted(s.ts, start_ms, side="left"))
         if end_ms is not None:
+            end_ms = end_ms - end_ms % interval + interval - 1
             hi = min(hi, int(np.searchsorted(s.ts, end_ms, side="right")))
         if limit <= 0 or hi <= lo:
             return []
-        lo, hi = (lo, min(hi, lo + limit)) if start_ms is not None else (max(lo, hi - limit), hi)
-        rows = zip(s.ts[lo:hi].tolist(), s.ohlcv[lo:hi].tolist(), strict=True)
-        out = [Kline(t, *row) for t, row in rows]
+        if start_ms is not None:
+            hi = min(hi, lo + limit * m)
+        else:
+            lo = max(lo, hi - (limit + 1) * m if m > 1 else hi - limit)
+        ts, rows = s.ts[lo:hi], s.ohlcv[lo:hi].copy()
         if self._played(s, hi - 1) < 4:
-            out[-1] = self._candle(s, hi - 1)
-        return out
+            rows[-1] = self._candle(s, hi - 1)[1:]
+        if m > 1:
+            ts, rows = _aggregate(ts, rows, interval)
+            ts, rows = (
+                (ts[:limit], rows[:limit]) if start_ms is not None else (ts[-limit:], rows[-limit:])
+            )
+        return [Kline(t, *r) for t, r in zip(ts.tolist(), rows.tolist(), strict=True)]
 
     def ticker_24h(self, symbol: str) -> Ticker24h:
         """Return statistics of the candles closing in the last 24h, plus the forming one.
@@ -327,3 +341,22 @@ class Market:
             open_time=int(s.ts[lo]),
             close_time=self._now,
         )
+
+
+def _aggregate(
+    ts: npt.NDArray[np.int64], rows: npt.NDArray[np.float64], interval: int
+) -> tuple[npt.NDArray[np.int64], npt.NDArray[np.float64]]:
+    """Merge consecutive candles into candles of ``interval`` ms (open-time buckets)."""
+    buckets = ts - ts % interval
+    first = np.flatnonzero(np.r_[True, buckets[1:] != buckets[:-1]])
+    last = np.r_[first[1:] - 1, len(ts) - 1]
+    merged = np.column_stack(
+        [
+            rows[first, 0],
+            np.maximum.reduceat(rows[:, 1], first),
+            np.minimum.reduceat(rows[:, 2], first),
+            rows[last, 3],
+            np.add.reduceat(rows[:, 4], first),
+        ]
+    )
+    return buckets[first], merged

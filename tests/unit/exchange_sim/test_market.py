@@ -95,8 +95,26 @@ def test_klines_bounds_and_limit() -> None:
     assert market.klines("ETHUSDT", end_ms=T0 - 1) == []
     with pytest.raises(ValueError, match="interval"):
         market.klines("ETHUSDT", interval_ms=60_000)
+    with pytest.raises(ValueError, match="interval"):
+        market.klines("ETHUSDT", interval_ms=7 * TF)
     with pytest.raises(KeyError, match="XRP"):
         market.price("XRPUSDT")
+
+
+def test_klines_of_a_longer_interval_are_aggregated_with_the_forming_one_partial() -> None:
+    rows = [FLAT, GREEN, RED, FLAT, GREEN, RED, GREEN]
+    market = Market.from_frames({"BTCUSDT": frame(rows, start=T0 - T0 % (3 * TF))}, TF, warmup=6)
+    market.step()
+    got = market.klines("BTCUSDT", 3 * TF, None, None, 10)
+    base = T0 - T0 % (3 * TF)
+    assert got == [
+        (base, 100.0, 104.0, 97.0, 99.0, 130.0),
+        (base + 3 * TF, 100.0, 104.0, 97.0, 99.0, 130.0),
+        (base + 6 * TF, 100.0, 100.0, 100.0, 100.0, 10.0),
+    ]
+    assert market.klines("BTCUSDT", 3 * TF, None, None, 1) == got[-1:]
+    assert market.klines("BTCUSDT", 3 * TF, base + 1, None, 1) == got[1:2]
+    assert market.klines("BTCUSDT", 3 * TF, None, base + 3 * TF, 5) == got[:2]
 
 
 def test_replay_from_csv_plays_to_the_end_and_stops(tmp_path: Path) -> None:
