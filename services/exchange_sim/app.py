@@ -125,7 +125,12 @@ async def klines(request: web.Request) -> web.Response:
     if interval is None:
         raise SimError(-1120, "Invalid interval.")
     limit = min(_int(q, "limit", 500) or 500, 1500)
-    rows = sim.feed.klines(spec.symbol, interval, _int(q, "startTime"), _int(q, "endTime"), limit)
+    try:
+        rows = sim.feed.klines(
+            spec.symbol, interval, _int(q, "startTime"), _int(q, "endTime"), limit
+        )
+    except ValueError:
+        raise SimError(-1120, "Invalid interval.") from None
     return web.json_response([payloads.kline_row(k, interval, spec) for k in rows])
 
 
@@ -224,6 +229,14 @@ async def control_state(request: web.Request) -> web.Response:
     return web.json_response(
         {"now": sim.now_ms(), "prices": sim.prices(), "account": sim.account.to_dict()}
     )
+
+
+async def run_clock(sim: Simulator, speed: float, tick_s: float = 0.1) -> None:
+    """Move the market clock at ``speed`` times real time, from where it stands now."""
+    wall0, sim0 = time.monotonic(), sim.now_ms()
+    while True:
+        await asyncio.sleep(tick_s)
+        sim.advance_to(sim0 + int((time.monotonic() - wall0) * 1000 * speed))
 
 
 def make_app(sim: Simulator) -> web.Application:

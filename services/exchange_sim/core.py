@@ -64,22 +64,32 @@ class Simulator:
         return {s: self.feed.price(s) for s in self.specs}
 
     def step(self, n: int = 1) -> list[tuple[str, float]]:
-        """Play n price events of the market; trigger the stops each one reaches."""
+        """Play the market's next n price event times; trigger the stops each event reaches."""
         played: list[tuple[str, float]] = []
-        fired_any = False
         for _ in range(n):
-            for symbol, price in self.feed.step():
-                played.append((symbol, price))
-                if symbol not in self.specs:
-                    continue
-                fired = engine.trigger_stops(
-                    self.account, self.specs[symbol], price, self.prices(), self.now_ms()
-                )
-                self.triggered.extend(fired)
-                fired_any = fired_any or bool(fired)
+            played.extend(self._play(self.feed.step()))
+        return played
+
+    def advance_to(self, ms: int) -> list[tuple[str, float]]:
+        """Move the market clock to ms, playing (and triggering on) every event on the way."""
+        return self._play(self.feed.advance_to(ms))
+
+    def _play(self, events: list[tuple[str, float]]) -> list[tuple[str, float]]:
+        """Run the stops against each event in order; persist if any fired."""
+        fired_any = False
+        for symbol, price in events:
+            if symbol not in self.specs:
+                continue
+            prices = self.prices()
+            prices[symbol] = price
+            fired = engine.trigger_stops(
+                self.account, self.specs[symbol], price, prices, self.now_ms()
+            )
+            self.triggered.extend(fired)
+            fired_any = fired_any or bool(fired)
         if fired_any:
             self.save()
-        return played
+        return events
 
     def save(self) -> None:
         """Write the account to the state file atomically (temp file, then rename)."""

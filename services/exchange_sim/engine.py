@@ -257,6 +257,7 @@ def fill_market(
 ) -> Order:
     """Fill a market order at ``price``: margin and limit checks, fee, position update, trade."""
     symbol = spec.symbol
+    price = round(price, spec.price_precision)
     pos = acct.position(symbol)
     sign = 1 if side == BUY else -1
     reducing = pos.amount * sign < 0

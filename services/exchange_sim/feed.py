@@ -59,6 +59,10 @@ class MarketFeed(Protocol):
         """Advance by one price event; return the (symbol, price) events it produced."""
         ...
 
+    def advance_to(self, ms: int) -> list[tuple[str, float]]:
+        """Advance the clock to ms (never back); return the events played, in time order."""
+        ...
+
 
 @dataclass
 class ScriptedFeed:
@@ -109,6 +113,13 @@ class ScriptedFeed:
                 self._prices[symbol] = price
                 self._events[symbol].append((self._now, price))
                 events.append((symbol, price))
+        return events
+
+    def advance_to(self, ms: int) -> list[tuple[str, float]]:
+        """Step while a whole step fits before ms."""
+        events: list[tuple[str, float]] = []
+        while self._now + self.step_ms <= ms:
+            events.extend(self.step())
         return events
 
     def klines(
