@@ -7,6 +7,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.exchange_sim.feed import MarketFeed
 from services.exchange_sim.market import DEFAULT_WARMUP, Market, exchange_symbol
@@ -204,3 +206,18 @@ def test_ticker_24h_sums_the_candles_closed_in_the_last_day() -> None:
     moved = market.ticker_24h("BTCUSDT")
     assert moved.volume == pytest.approx(ticker.volume + forming["volume"] / 4)
     assert moved.open_time == ticker.open_time
+
+
+@settings(max_examples=10, deadline=None)
+@given(jumps=st.lists(st.integers(1, 3 * TF), min_size=1, max_size=12))
+def test_advancing_in_any_increments_plays_every_event_once_in_order(jumps: list[int]) -> None:
+    stepped, jumped = Market.synthetic(2, seed=1), Market.synthetic(2, seed=1)
+    played = []
+    for jump in jumps:
+        played += jumped.advance_to(jumped.now_ms() + jump)
+    expected = []
+    while stepped.now_ms() + Q <= jumped.now_ms():
+        expected += stepped.step()
+    assert played == expected
+    assert stepped.price("BTCUSDT") == jumped.price("BTCUSDT")
+    assert stepped.klines("ETHUSDT", limit=3)[:-1] == jumped.klines("ETHUSDT", limit=3)[:-1]

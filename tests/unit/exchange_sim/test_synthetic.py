@@ -5,6 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from services.exchange_sim.synthetic import (
     COLUMNS,
@@ -13,28 +15,22 @@ from services.exchange_sim.synthetic import (
     generate_candles,
     symbol_names,
 )
+from services.signals import indicators, rules
+from services.signals.rules import StrategyParams
 
 TF = 300_000
 
 
 def entry_signals(df: pd.DataFrame) -> tuple[int, int]:
-    """Count long and short entry signals of STRATEGY.md at default settings, straight in numpy."""
+    """Count long and short entry signals of STRATEGY.md at default settings."""
     o, h, lo, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    window, period = 20, 14
-    body = np.abs(c - o) / o
-    csum = np.concatenate([[0.0], np.cumsum(v)])
-    baseline = np.full(len(v), np.nan)
-    baseline[window:] = (csum[window:-1] - csum[: -window - 1]) / window
-    vr = v / baseline
-    tr = np.full(len(v), np.nan)
-    tr[1:] = np.maximum(h[1:] - lo[1:], np.maximum(abs(h[1:] - c[:-1]), abs(lo[1:] - c[:-1])))
-    windows = np.lib.stride_tricks.sliding_window_view
-    chop = np.full(len(v), np.nan)
-    tr_sum = windows(tr, period).sum(axis=1)[1:]
-    rng = windows(h, period).max(axis=1)[1:] - windows(lo, period).min(axis=1)[1:]
-    chop[period:] = 100 * np.log10(tr_sum / rng) / np.log10(period)
-    ok = (body >= 0.007) & (chop < 50)
-    return int((ok & (c > o) & (vr >= 1.8)).sum()), int((ok & (c < o) & (vr >= 1.5)).sum())
+    p = StrategyParams()
+    body = indicators.body_pct(o, c)
+    vr = indicators.vol_ratio(v, 20)
+    chop = indicators.chop(h, lo, c, 14)
+    longs = rules.long_signal(o, c, body, vr, chop, p)
+    shorts = rules.short_signal(o, c, body, vr, chop, p)
+    return int(longs.sum()), int(shorts.sum())
 
 
 @pytest.fixture(scope="module")
@@ -135,3 +131,24 @@ def test_entry_signal_rate_is_realistic(month: dict[str, pd.DataFrame]) -> None:
     assert min(rates.values()) >= 0.5
     assert max(rates.values()) <= 8
     assert 2.0 <= float(np.mean(list(rates.values()))) <= 4.5
+
+
+@settings(max_examples=15, deadline=None)
+@given(
+    seed=st.integers(0, 2**32),
+    index=st.integers(0, 60),
+    timeframe_ms=st.sampled_from([60_000, 300_000, 3_600_000, 86_400_000]),
+)
+def test_any_seed_symbol_and_timeframe_gives_valid_candles(
+    seed: int, index: int, timeframe_ms: int
+) -> None:
+    series = SyntheticSeries(index, seed, timeframe_ms)
+    for _ in range(2):
+        c = series.next_chunk()
+        assert (np.diff(c.timestamp) == timeframe_ms).all()
+        assert (c.low > 0).all()
+        assert (c.low <= np.minimum(c.open, c.close)).all()
+        assert (np.maximum(c.open, c.close) <= c.high).all()
+        assert (c.volume >= 0).all()
+        assert np.isfinite(c.high).all()
+        assert np.isfinite(c.volume).all()
