@@ -22,7 +22,7 @@ from services.signals import rules
 from services.signals.path import candle_price_paths
 from services.signals.rules import LONG, ExitReason, StrategyParams
 from services.signals.sizing import MarketLimits, position_quantity
-from services.signals.universe import rank_universe
+from services.signals.universe import rank_universe, rotation_mask
 from shared.config import Settings
 
 DAY_MS = 86_400_000
@@ -245,8 +245,7 @@ def _prepare(frames: Mapping[str, pd.DataFrame], cfg: BacktestConfig) -> _Prepar
 
 def _rotation_steps(steps: NDArray[np.int64], rotate_ms: int) -> NDArray[np.int64]:
     """Return the step indices where the universe rotates: the first, and each period crossing."""
-    period = steps // rotate_ms
-    return np.concatenate([[0], 1 + np.flatnonzero(np.diff(period) > 0)]).astype(np.int64)
+    return np.flatnonzero(rotation_mask(steps, rotate_ms)).astype(np.int64)
 
 
 def _quote_volumes_24h(series: list[_Series], steps: NDArray[np.int64]) -> NDArray[np.float64]:

@@ -1,0 +1,50 @@
+"""Position sizing with step and minimums; universe ranking and rotation times."""
+
+from __future__ import annotations
+
+from services.signals.sizing import MarketLimits, position_quantity, round_down_to_step
+from services.signals.universe import rank_universe, rotation_due
+
+
+def test_quantity_is_margin_times_leverage_over_price() -> None:
+    # margin = 10000 * 0.8 / 3; quantity = margin * 3 / 100 = 80
+    assert position_quantity(10_000, 100.0, 0.8, 3, 3) == 80.0
+
+
+def test_quantity_rounds_down_to_amount_step() -> None:
+    q = position_quantity(10_000, 30.0, 0.8, 3, 3, MarketLimits(amount_step=0.1))
+    assert q == 266.6  # 266.666... rounded down, not to nearest
+
+
+def test_round_down_is_exact_in_decimal() -> None:
+    assert round_down_to_step(0.3, 0.1) == 0.3
+    assert round_down_to_step(0.29999, 0.1) == 0.2
+    assert round_down_to_step(7.0, 1.0) == 7.0
+
+
+def test_minimum_amount_is_inclusive() -> None:
+    assert position_quantity(10_000, 100.0, 0.8, 3, 3, MarketLimits(min_amount=80.0)) == 80.0
+    assert position_quantity(10_000, 100.0, 0.8, 3, 3, MarketLimits(min_amount=80.001)) == 0.0
+
+
+def test_minimum_notional_is_inclusive() -> None:
+    assert position_quantity(10_000, 100.0, 0.8, 3, 3, MarketLimits(min_notional=8000.0)) == 80.0
+    assert position_quantity(10_000, 100.0, 0.8, 3, 3, MarketLimits(min_notional=8000.01)) == 0.0
+
+
+def test_no_order_without_equity() -> None:
+    assert position_quantity(0.0, 100.0, 0.8, 3, 3) == 0.0
+    assert position_quantity(-5.0, 100.0, 0.8, 3, 3) == 0.0
+
+
+def test_universe_ranks_by_volume_then_name() -> None:
+    vols = {"ETH/USDT": 5.0, "BTC/USDT": 9.0, "ADA/USDT": 5.0, "XRP/USDT": 1.0}
+    assert rank_universe(vols, 3) == ["BTC/USDT", "ADA/USDT", "ETH/USDT"]
+
+
+def test_rotation_at_start_and_on_crossing_a_multiple() -> None:
+    h3 = 3 * 3_600_000
+    assert rotation_due(None, 5, h3)
+    assert rotation_due(h3 - 1, h3, h3)  # close exactly on the multiple
+    assert not rotation_due(h3, h3 + 300_000, h3)
+    assert rotation_due(h3 - 1, 2 * h3 + 1, h3)
