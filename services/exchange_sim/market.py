@@ -89,6 +89,8 @@ class Market:
         self.timeframe_ms = timeframe_ms
         self._q = timeframe_ms // 4
         self._series = {exchange_symbol(name): s for name, s in series.items()}
+        if len(self._series) != len(series):
+            raise ValueError(f"symbols name the same market twice: {', '.join(series)}")
         self._alias = {name: exchange_symbol(name) for name in series}
         self._alias.update({s: s for s in self._series})
         for name, s in self._series.items():

@@ -101,6 +101,10 @@ def test_klines_bounds_and_limit() -> None:
         market.klines("ETHUSDT", interval_ms=7 * TF)
     with pytest.raises(KeyError, match="XRP"):
         market.price("XRPUSDT")
+    with pytest.raises(ValueError, match="twice"):
+        Market.from_frames({"ETHUSDT": frame([FLAT]), "ETH/USDT": frame([FLAT])}, TF)
+    with pytest.raises(ValueError, match="aligned"):
+        Market.from_frames({"ETHUSDT": frame([FLAT], start=T0 + 1)}, TF)
 
 
 def test_klines_of_a_longer_interval_are_aggregated_with_the_forming_one_partial() -> None:
