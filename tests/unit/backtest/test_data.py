@@ -1,0 +1,113 @@
+"""load_candles: formats, symbols, and one clear error per kind of bad row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pandas as pd
+import pytest
+
+from services.backtest.data import DataError, find_gaps, infer_timeframe_ms, load_candles
+
+T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
+TF = 300_000
+HEADER = "timestamp,open,high,low,close,volume\n"
+
+
+def write(path: Path, rows: list[str], header: str = HEADER) -> Path:
+    path.write_text(header + "".join(r + "\n" for r in rows))
+    return path
+
+
+def good_rows(n: int = 3) -> list[str]:
+    return [f"{T0 + i * TF},100,101,99,100.5,10" for i in range(n)]
+
+
+def test_csv_with_ms_timestamps(tmp_path: Path) -> None:
+    frames = load_candles(write(tmp_path / "BTC_USDT.csv", good_rows()))
+    frame = frames["BTC/USDT"]
+    assert list(frame.columns) == ["timestamp", "open", "high", "low", "close", "volume"]
+    assert frame["timestamp"].dtype == "int64"
+    assert frame["close"].dtype == "float64"
+    assert frame["timestamp"].tolist() == [T0, T0 + TF, T0 + 2 * TF]
+
+
+def test_iso_timestamps_are_utc(tmp_path: Path) -> None:
+    rows = ["2024-01-01T00:00:00Z,1,2,0.5,1.5,1", "2024-01-01T01:05:00+01:00,1,2,0.5,1.5,1"]
+    frame = load_candles(write(tmp_path / "X_USDT.csv", rows))["X/USDT"]
+    assert frame["timestamp"].tolist() == [T0, T0 + TF]
+
+
+def test_parquet_with_symbol_column(tmp_path: Path) -> None:
+    df = pd.DataFrame(
+        {
+            "timestamp": [T0, T0, T0 + TF],
+            "open": [1.0, 2.0, 1.0],
+            "high": [1.0, 2.0, 1.0],
+            "low": [1.0, 2.0, 1.0],
+            "close": [1.0, 2.0, 1.0],
+            "volume": [1.0, 2.0, 1.0],
+            "symbol": ["A/USDT", "B/USDT", "A/USDT"],
+        }
+    )
+    df.to_parquet(tmp_path / "all.parquet")
+    frames = load_candles(tmp_path / "all.parquet")
+    assert sorted(frames) == ["A/USDT", "B/USDT"]
+    assert len(frames["A/USDT"]) == 2
+    assert list(load_candles(tmp_path / "all.parquet", ["B/USDT"])) == ["B/USDT"]
+
+
+def test_folder_of_files(tmp_path: Path) -> None:
+    write(tmp_path / "BTC_USDT.csv", good_rows())
+    write(tmp_path / "ETH_USDT.csv", good_rows())
+    assert list(load_candles(tmp_path)) == ["BTC/USDT", "ETH/USDT"]
+
+
+def test_unknown_symbol_is_an_error(tmp_path: Path) -> None:
+    with pytest.raises(DataError, match="not in the data: DOGE/USDT"):
+        load_candles(write(tmp_path / "BTC_USDT.csv", good_rows()), ["DOGE/USDT"])
+
+
+@pytest.mark.parametrize(
+    ("rows", "header", "message"),
+    [
+        (good_rows(), "timestamp,open,high,low,close\n", "missing column(s) volume"),
+        ([f"{T0},100,101,99,100,1", f"{T0},100,101,99,100,1"], HEADER, "row 2: duplicate"),
+        ([f"{T0 + TF},100,101,99,100,1", f"{T0},100,101,99,100,1"], HEADER, "row 2: timestamps"),
+        ([f"{T0},100,101,99,100,1", f"{T0 + TF},100,101,99,,1"], HEADER, "row 2: close is NaN"),
+        ([f"{T0},100,101,99,100,1", f"{T0 + TF},0,101,99,100,1"], HEADER, "row 2: open is zero"),
+        ([f"{T0},-1,101,99,100,1"], HEADER, "row 1: open is zero or negative"),
+        ([f"{T0},100,99,101,100,1"], HEADER, "row 1: high is below low"),
+        ([f"{T0},100,101,99,102,1"], HEADER, "row 1: open or close is outside"),
+        ([f"{T0},100,101,99,100,-1"], HEADER, "row 1: volume is negative"),
+        (["yesterday,100,101,99,100,1"], HEADER, "row 1: timestamp 'yesterday'"),
+        (["1704067200,100,101,99,100,1"], HEADER, "row 1: timestamp 1704067200 is too small"),
+    ],
+)
+def test_bad_rows(tmp_path: Path, rows: list[str], header: str, message: str) -> None:
+    path = write(tmp_path / "BTC_USDT.csv", rows, header)
+    with pytest.raises(DataError) as err:
+        load_candles(path)
+    assert str(path) in str(err.value)
+    assert message in str(err.value)
+
+
+def test_file_that_does_not_parse(tmp_path: Path) -> None:
+    path = tmp_path / "BTC_USDT.parquet"
+    path.write_text("this is not parquet")
+    with pytest.raises(DataError, match="does not parse"):
+        load_candles(path)
+
+
+def test_spacing_off_the_timeframe_is_an_error(tmp_path: Path) -> None:
+    rows = [f"{T0},100,101,99,100,1", f"{T0 + 60_000},100,101,99,100,1"]
+    with pytest.raises(DataError, match="row 2: candles 60000 ms apart"):
+        load_candles(write(tmp_path / "BTC_USDT.csv", rows), timeframe_ms=TF)
+
+
+def test_gaps_are_found_not_fatal(tmp_path: Path) -> None:
+    rows = [f"{T0},100,101,99,100,1", f"{T0 + 3 * TF},100,101,99,100,1"]
+    frames = load_candles(write(tmp_path / "BTC_USDT.csv", rows), timeframe_ms=TF)
+    gaps = find_gaps(frames, TF)
+    assert [(g.symbol, g.after_ms, g.missing) for g in gaps] == [("BTC/USDT", T0, 2)]
+    assert infer_timeframe_ms(frames) == 3 * TF
