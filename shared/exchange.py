@@ -16,6 +16,7 @@ import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 from typing import Any, Protocol, TypeVar
 
 import ccxt.async_support as ccxt
@@ -60,6 +61,9 @@ from shared.metrics import EXCHANGE_CALLS, EXCHANGE_LATENCY
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 SIM_EXCHANGE_ID = "binanceusdm"
+WEEK_MS = 7 * 86_400_000
+HISTORY_PAGE = 500
+HISTORY_MAX_WINDOWS = 60  # about 14 months of history per call
 
 
 @dataclass(frozen=True)
@@ -513,20 +517,46 @@ class ExchangeClient:
         )
         return [parse_order(o, is_stop=True) for o in raw]
 
+    async def _history(
+        self,
+        call: str,
+        fetch: Callable[..., Awaitable[Any]],
+        symbol: str,
+        since_ms: int,
+        params: dict[str, Any],
+    ) -> list[Any]:
+        """Page through a Binance history endpoint in windows of at most 7 days, up to now.
+
+        Binance answers allOrders/userTrades for one 7-day window per request (at most
+        HISTORY_PAGE rows); a full page continues from the last row's time.
+        """
+        end = await self.server_time()
+        if end - since_ms > HISTORY_MAX_WINDOWS * WEEK_MS:
+            raise ValueError(f"{call}: since_ms is more than {HISTORY_MAX_WINDOWS} weeks ago")
+        rows: list[Any] = []
+        start = since_ms
+        while start <= end:
+            until = start + WEEK_MS - 1
+            # The last window stays open-ended so rows newer than ``end`` are not cut off.
+            query = {**params, "until": until} if until < end else dict(params)
+            batch = await self._call(call, partial(fetch, symbol, start, HISTORY_PAGE, query))
+            rows.extend(batch)
+            start = int(batch[-1]["timestamp"]) + 1 if len(batch) >= HISTORY_PAGE else until + 1
+        return rows
+
     async def order_history(self, symbol: str, since_ms: int) -> list[Order]:
         """Return the symbol's plain orders created since ``since_ms``, oldest first."""
-        raw = await self._call("order_history", lambda: self.ex.fetch_orders(symbol, since_ms))
+        raw = await self._history("order_history", self.ex.fetch_orders, symbol, since_ms, {})
         return [parse_order(o) for o in raw]
 
     async def stop_order_history(self, symbol: str, since_ms: int) -> list[Order]:
         """Return the symbol's conditional orders created since ``since_ms`` (allAlgoOrders)."""
-        params = {"trigger": True}
-        raw = await self._call(
-            "stop_history", lambda: self.ex.fetch_orders(symbol, since_ms, None, params)
+        raw = await self._history(
+            "stop_history", self.ex.fetch_orders, symbol, since_ms, {"trigger": True}
         )
         return [parse_order(o, is_stop=True) for o in raw]
 
     async def trade_history(self, symbol: str, since_ms: int) -> list[Trade]:
         """Return the symbol's fills since ``since_ms``, oldest first."""
-        raw = await self._call("trade_history", lambda: self.ex.fetch_my_trades(symbol, since_ms))
+        raw = await self._history("trade_history", self.ex.fetch_my_trades, symbol, since_ms, {})
         return [parse_trade(t) for t in raw]

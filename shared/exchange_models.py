@@ -217,6 +217,17 @@ def parse_balance(b: Mapping[str, Any], currency: str) -> Balance:
     )
 
 
+def _leverage(p: Mapping[str, Any]) -> float | None:
+    """Return the position's leverage; Binance's positionRisk v3 omits it: notional / margin."""
+    direct = _f(p.get("leverage"))
+    if direct is not None:
+        return direct
+    notional, margin = _f(p.get("notional")), _f(p.get("initialMargin"))
+    if notional is None or not margin:
+        return None
+    return round(abs(notional) / margin, 6)
+
+
 def parse_position(p: Mapping[str, Any]) -> Position | None:
     """Build a Position from a ccxt position; None when it is flat."""
     contracts = _f0(p.get("contracts"))
@@ -236,7 +247,7 @@ def parse_position(p: Mapping[str, Any]) -> Position | None:
         entry_price=_f0(p.get("entryPrice")),
         mark_price=_f(p.get("markPrice")),
         unrealized_pnl=_f(p.get("unrealizedPnl")),
-        leverage=_f(p.get("leverage")),
+        leverage=_leverage(p),
         margin_mode=p.get("marginMode"),
         liquidation_price=_f(p.get("liquidationPrice")),
     )

@@ -1,0 +1,166 @@
+"""Every ExchangeClient call round-trips through real ccxt and HTTP to the simulator and parses."""
+
+from __future__ import annotations
+
+import itertools
+from dataclasses import dataclass
+
+import pytest
+
+from shared.config import TIMEFRAME_MS
+from shared.exchange import ExchangeClient
+from shared.exchange_models import make_client_order_id
+from tests.fixtures.sim import SimHandle
+
+BTC = "BTC/USDT:USDT"
+
+
+@dataclass(frozen=True)
+class Intent:
+    """An order intent with the fields place_order reads."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: float
+    type: str = "market"
+    stop_price: float | None = None
+    reduce_only: bool = False
+
+
+async def test_markets_carry_precision_and_limits(client: ExchangeClient) -> None:
+    markets = await client.markets()
+    assert BTC in markets
+    btc = markets[BTC]
+    assert btc.id == "BTCUSDT"
+    assert (btc.base, btc.quote, btc.active) == ("BTC", "USDT", True)
+    assert btc.price_tick == pytest.approx(0.1)
+    assert btc.amount_step == pytest.approx(0.001)
+    assert btc.min_amount == pytest.approx(0.001)
+    assert btc.min_notional == pytest.approx(5.0)
+
+
+async def test_server_time_is_the_simulated_clock(client: ExchangeClient, sim: SimHandle) -> None:
+    before = sim.sim.now_ms()
+    assert await client.server_time() == before
+    sim.step(4)
+    assert await client.server_time() == before + 4 * 75_000
+
+
+async def test_ohlcv_returns_closed_candles_only(client: ExchangeClient, sim: SimHandle) -> None:
+    sim.set_path("BTCUSDT", [60_100.0, 60_200.0, 59_900.0, 60_300.0] * 5)
+    sim.step(20)  # 25 minutes of simulated time: several closed 5m candles and a forming one
+    now = sim.sim.now_ms()
+    tf = TIMEFRAME_MS["5m"]
+    candles = await client.ohlcv(BTC, 3)
+    assert len(candles) == 3
+    assert all(c.open_time + tf <= now for c in candles)
+    assert candles[-1].open_time + 2 * tf > now  # the newest closed one, not an older one
+    assert all(c.low <= min(c.open, c.close) <= max(c.open, c.close) <= c.high for c in candles)
+    assert [b.open_time - a.open_time for a, b in itertools.pairwise(candles)] == [
+        tf,
+        tf,
+    ]
+
+
+async def test_tickers_and_quote_volumes(client: ExchangeClient, sim: SimHandle) -> None:
+    sim.set_path("ETHUSDT", [3_010.0, 3_020.0])
+    sim.step(2)
+    tickers = await client.tickers()
+    assert tickers["ETH/USDT:USDT"].last == pytest.approx(3_020.0)
+    volumes = await client.quote_volumes()
+    assert set(volumes) == {s for s in tickers if s.endswith(":USDT")}
+    assert volumes["ETH/USDT:USDT"] > 0
+
+
+async def test_balance_positions_orders_and_trades(client: ExchangeClient, sim: SimHandle) -> None:
+    start = await client.balance()
+    assert start.wallet == pytest.approx(10_000.0)
+    assert start.equity == pytest.approx(10_000.0)
+    await client.set_leverage(BTC, 3)
+    await client.set_margin_mode(BTC, "isolated")
+    await client.set_margin_mode(BTC, "isolated")  # already set: not an error
+    cid = make_client_order_id("sig-1", "entry")
+    order = await client.place_order(Intent(cid, BTC, "buy", 0.01))
+    assert (order.client_order_id, order.status, order.side) == (cid, "closed", "buy")
+    assert order.filled == pytest.approx(0.01)
+    assert order.average == pytest.approx(60_000.0)
+
+    positions = await client.positions()
+    assert [(p.symbol, p.side) for p in positions] == [(BTC, "long")]
+    assert positions[0].contracts == pytest.approx(0.01)
+    assert positions[0].entry_price == pytest.approx(60_000.0)
+    assert positions[0].leverage == pytest.approx(3)
+
+    fetched = await client.fetch_order(BTC, cid)
+    assert fetched is not None
+    assert fetched.id == order.id
+    assert await client.fetch_order(BTC, "tb-never-sent") is None
+    history = await client.order_history(BTC, sim.sim.now_ms() - 3_600_000)
+    assert [o.client_order_id for o in history] == [cid]
+    trades = await client.trade_history(BTC, sim.sim.now_ms() - 3_600_000)
+    assert len(trades) == 1
+    assert trades[0].order_id == order.id
+    assert trades[0].fee == pytest.approx(0.01 * 60_000 * 0.0005)
+    assert await client.open_orders(BTC) == []
+
+    after = await client.balance()
+    assert after.wallet == pytest.approx(10_000.0 - trades[0].fee)
+    assert after.free < after.wallet  # margin is in use
+
+
+async def test_stop_order_round_trip_and_trigger(client: ExchangeClient, sim: SimHandle) -> None:
+    await client.place_order(Intent("tb-entry", BTC, "buy", 0.01))
+    stop = Intent("tb-stop-1", BTC, "sell", 0.01, "stop_market", 58_800.0, True)
+    placed = await client.place_order(stop)
+    assert placed.is_stop
+    assert (placed.client_order_id, placed.status) == ("tb-stop-1", "open")
+    assert placed.stop_price == pytest.approx(58_800.0)
+    assert placed.reduce_only
+    opened = await client.open_stop_orders(BTC)
+    assert [o.client_order_id for o in opened] == ["tb-stop-1"]
+    assert await client.open_stop_orders() == opened
+
+    sim.set_path("BTCUSDT", [59_500.0, 58_700.0])
+    sim.step(2)
+    done = await client.fetch_stop_order(BTC, "tb-stop-1")
+    assert done is not None
+    assert done.status == "closed"
+    assert done.triggered_order_id is not None
+    assert await client.positions() == []
+    assert await client.open_stop_orders(BTC) == []
+    history = await client.stop_order_history(BTC, sim.sim.now_ms() - 3_600_000)
+    assert [o.client_order_id for o in history] == ["tb-stop-1"]
+    # Cancelling a triggered stop reports its final state instead of failing.
+    after = await client.cancel_stop(BTC, "tb-stop-1")
+    assert after is not None
+    assert after.status == "closed"
+
+
+async def test_cancel_stop(client: ExchangeClient) -> None:
+    await client.place_order(Intent("tb-entry-2", BTC, "buy", 0.01))
+    await client.place_order(Intent("tb-stop-2", BTC, "sell", 0.01, "stop_market", 55_000.0, True))
+    canceled = await client.cancel_stop(BTC, "tb-stop-2")
+    assert canceled is not None
+    assert canceled.status == "canceled"
+    assert await client.open_stop_orders(BTC) == []
+    assert await client.cancel_stop(BTC, "tb-no-such-stop") is None
+
+
+async def test_resent_stop_intent_is_not_placed_twice(
+    client: ExchangeClient, sim: SimHandle
+) -> None:
+    await client.place_order(Intent("tb-entry-3", BTC, "buy", 0.01))
+    stop = Intent("tb-stop-3", BTC, "sell", 0.01, "stop_market", 57_000.0, True)
+    first = await client.place_order(stop)
+    second = await client.place_order(stop)
+    assert second.id == first.id
+    assert len(sim.account.algo_orders) == 1
+
+
+async def test_filled_order_id_is_not_reused(client: ExchangeClient, sim: SimHandle) -> None:
+    intent = Intent("tb-reuse", BTC, "buy", 0.01)
+    first = await client.place_order(intent)
+    again = await client.place_order(intent)
+    assert again.id == first.id
+    assert len(sim.account.orders) == 1
