@@ -56,12 +56,14 @@ async def publish(client: aioredis.Redis, stream: str, msg: Message) -> str:
 
 
 async def publish_many(client: aioredis.Redis, stream: str, msgs: Sequence[Message]) -> list[str]:
-    """Append messages in one pipelined round trip; return their entry ids in order."""
-    maxlen = _maxlen(stream)
+    """Append messages in one pipelined round trip, trimming once; return their entry ids."""
     pipe = client.pipeline(transaction=False)
+    name = stream.encode()
     for msg in msgs:
-        pipe.xadd(stream, {_FIELD: encode(msg)}, maxlen=maxlen, approximate=True)
-    ids: list[Any] = await pipe.execute()
+        pipe.execute_command("XADD", name, b"*", _FIELD, encode(msg))
+    pipe.execute_command("XTRIM", name, b"MAXLEN", b"~", _maxlen(stream))
+    replies: list[Any] = await pipe.execute()
+    ids = replies[:-1]
     BUS_PUBLISHED.labels(stream).inc(len(ids))
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
 

@@ -12,6 +12,7 @@ Order sides are the exchange's ``buy``/``sell``; position sides are ``long``/``s
 
 from __future__ import annotations
 
+import contextlib
 from typing import Annotated, Any, ClassVar, Literal, TypeVar, overload
 
 import orjson
@@ -20,7 +21,6 @@ from pydantic import (
     ConfigDict,
     Field,
     ValidationError,
-    field_validator,
     model_validator,
 )
 
@@ -53,16 +53,12 @@ class Message(BaseModel):
     """Base of every stream message: immutable, strict about extra fields and non-finite floats."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", allow_inf_nan=False, strict=True)
-    VERSIONS: ClassVar[frozenset[int]] = frozenset({1})
 
-    v: int = 1
-
-    @field_validator("v")
-    @classmethod
-    def _check_version(cls, v: int) -> int:
-        if v not in cls.VERSIONS:
-            raise ValueError(f"unsupported schema version {v} (known: {sorted(cls.VERSIONS)})")
-        return v
+    # Supported versions are MIN_VERSION..VERSION; a model that changes its shape raises
+    # VERSION and the matching bounds on v together.
+    VERSION: ClassVar[int] = 1
+    MIN_VERSION: ClassVar[int] = 1
+    v: Annotated[int, Field(ge=1, le=1)] = 1
 
 
 def entry_signal_id(symbol: str, timeframe: str, candle_open_ms: int, side: Side) -> str:
@@ -238,11 +234,19 @@ KINDS: dict[str, type[Message]] = {
 }
 
 M = TypeVar("M", bound=Message)
+_WIRE_KEYS = frozenset({"v", "kind"})
+
+
+def _plain(value: Any) -> Any:
+    if isinstance(value, BaseModel):
+        return value.model_dump()
+    raise TypeError(f"cannot encode {type(value).__name__}")
 
 
 def encode(msg: Message) -> bytes:
     """Encode a message as compact JSON bytes (orjson)."""
-    return orjson.dumps(msg.model_dump())
+    # Fields are flat JSON types, so the instance dict is the message; _plain covers nesting.
+    return orjson.dumps(msg.__dict__, default=_plain)
 
 
 def _describe(cls: type[Message], err: ValidationError) -> SchemaError:
@@ -259,7 +263,17 @@ def decode(data: bytes | str) -> Message: ...
 @overload
 def decode(data: bytes | str, model: type[M]) -> M: ...
 def decode(data: bytes | str, model: type[Message] | None = None) -> Message:
-    """Decode bytes into the message named by its ``kind`` (and check it is ``model`` if given)."""
+    """Decode bytes into the message named by its ``kind`` (and check it is ``model`` if given).
+
+    With ``model`` given, valid input takes pydantic's JSON fast path (``v`` and ``kind``
+    must have been in the input, not defaulted); anything else is re-examined below to
+    name the offending field.
+    """
+    if model is not None:
+        with contextlib.suppress(ValidationError):
+            fast = model.model_validate_json(data)
+            if fast.model_fields_set >= _WIRE_KEYS:
+                return fast
     try:
         obj: Any = orjson.loads(data)
     except orjson.JSONDecodeError as e:
@@ -273,12 +287,15 @@ def decode(data: bytes | str, model: type[Message] | None = None) -> Message:
     if model is not None and cls is not model:
         raise SchemaError(f"kind: expected {model.__name__}, got {kind!r}", "kind")
     version = obj.get("v")
-    if type(version) is not int or version not in cls.VERSIONS:
-        known = sorted(cls.VERSIONS)
+    if type(version) is not int or not cls.MIN_VERSION <= version <= cls.VERSION:
+        known = f"{cls.MIN_VERSION}..{cls.VERSION}"
         raise SchemaError(
             f"{cls.__name__}.v: unsupported schema version {version!r} ({known})", "v"
         )
     try:
-        return cls.model_validate(obj)
+        msg = cls.model_validate(obj)
     except ValidationError as e:
         raise _describe(cls, e) from None
+    if model is not None:  # the JSON fast path rejected what the dict path accepts
+        raise SchemaError(f"{model.__name__}: not valid as JSON")
+    return msg
