@@ -1,0 +1,143 @@
+"""Failures over real HTTP: credentials, clock skew, insufficient margin, injected faults."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections import Counter
+from dataclasses import dataclass
+
+import ccxt.async_support as ccxt
+import pytest
+from prometheus_client import REGISTRY
+
+from shared.exchange import ExchangeClient
+from shared.exchange_errors import AuthError, InsufficientMargin
+from shared.exchange_models import make_client_order_id
+from tests.fixtures.sim import SimHandle
+from tests.integration.exchange.conftest import MakeClient
+
+BTC = "BTC/USDT:USDT"
+HOUR_MS = 3_600_000
+
+
+@dataclass(frozen=True)
+class Intent:
+    """A market order intent with the fields place_order reads."""
+
+    client_order_id: str
+    symbol: str
+    side: str
+    quantity: float
+    type: str = "market"
+    stop_price: float | None = None
+    reduce_only: bool = False
+
+
+def calls(call: str, outcome: str) -> float:
+    """Return the exchange call counter for one call and outcome."""
+    value = REGISTRY.get_sample_value("tb_exchange_calls_total", {"call": call, "outcome": outcome})
+    return value or 0.0
+
+
+async def test_bad_signature_is_an_authentication_error(
+    sim: SimHandle, make_client: MakeClient
+) -> None:
+    raw = sim.make_ccxt()
+    raw.secret = "not-the-secret"
+    with pytest.raises(ccxt.AuthenticationError, match="-1022"):
+        await raw.fetch_balance()
+    client = await make_client(secret="not-the-secret-either")
+    with pytest.raises(AuthError, match="-1022") as info:
+        await client.balance()
+    assert isinstance(info.value.__cause__, ccxt.AuthenticationError)
+    assert "not-the-secret-either" not in str(info.value)
+
+
+async def test_wrong_key_is_an_authentication_error(
+    sim: SimHandle, make_client: MakeClient
+) -> None:
+    raw = sim.make_ccxt()
+    raw.apiKey = "wrong-key"
+    with pytest.raises(ccxt.AuthenticationError, match="-2015"):
+        await raw.fetch_balance()
+    client = await make_client(api_key="wrong-key-2")
+    before = calls("balance", "auth")
+    with pytest.raises(AuthError, match="-2015"):
+        await client.balance()
+    assert calls("balance", "auth") == before + 1  # refused once, not retried
+    assert "wrong-key-2" not in str(client.ex.last_http_response or "")
+
+
+async def test_clock_skew_is_invalid_nonce_and_resync_recovers(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    raw = sim.make_ccxt()
+    await raw.load_time_difference()
+    raw.options["timeDifference"] -= HOUR_MS  # our clock runs an hour ahead
+    with pytest.raises(ccxt.InvalidNonce, match="-1021"):
+        await raw.fetch_balance()
+
+    good = client.ex.options["timeDifference"]
+    client.ex.options["timeDifference"] = good + HOUR_MS  # an hour behind this time
+    before = calls("balance", "clock")
+    balance = await client.balance()
+    assert balance.wallet == pytest.approx(10_000.0)
+    assert calls("balance", "clock") == before + 1
+    assert abs(client.ex.options["timeDifference"] - good) < 60_000
+
+
+async def test_simulated_time_jumps_are_absorbed_by_resync(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    offset = client.ex.options["timeDifference"]
+    before = calls("balance", "clock")
+    sim.step(40)  # 50 simulated minutes pass in no time: the measured offset goes stale
+    assert (await client.balance()).wallet == pytest.approx(10_000.0)
+    assert calls("balance", "clock") == before + 1  # one -1021, then the re-synced retry
+    assert offset - client.ex.options["timeDifference"] == pytest.approx(40 * 75_000, abs=2_000)
+
+
+async def test_insufficient_margin_is_ours_and_not_retried(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    before = calls("place_order", "insufficient_margin")
+    with pytest.raises(InsufficientMargin, match="-2019"):
+        await client.place_order(Intent("tb-too-big", BTC, "buy", 5.0))
+    assert calls("place_order", "insufficient_margin") == before + 1
+    assert sim.account.orders == {}
+
+
+@pytest.mark.slow
+async def test_200_intents_under_20pct_faults_give_exactly_200_orders(
+    sim: SimHandle, client: ExchangeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every fault kind at 20% in total (drop-after-execute among them): no loss, no dupes."""
+    caplog.set_level(logging.WARNING, logger="shared.exchange")
+    sim.set_faults(dict.fromkeys(FAULT_KINDS, 0.2 / 6), seed=7, timeout_hold_s=0.6)
+    intents = [
+        Intent(make_client_order_id("chaos", str(i)), BTC, "buy" if i % 2 == 0 else "sell", 0.002)
+        for i in range(200)
+    ]
+    gate = asyncio.Semaphore(16)
+
+    async def place(intent: Intent) -> str:
+        async with gate:
+            order = await client.place_order(intent)
+            return str(order.client_order_id)
+
+    placed = await asyncio.gather(*(place(i) for i in intents))
+    sim.set_faults({})
+
+    assert sorted(placed) == sorted(i.client_order_id for i in intents)
+    on_exchange = Counter(o.client_order_id for o in sim.account.orders.values())
+    assert len(on_exchange) == 200
+    assert set(on_exchange) == {i.client_order_id for i in intents}
+    assert max(on_exchange.values()) == 1
+    counts = sim.sim.faults.counts
+    assert all(counts[kind] > 0 for kind in FAULT_KINDS), dict(counts)
+    recovered = [r for r in caplog.records if "found on the exchange" in r.getMessage()]
+    assert recovered, "no dropped-after-execute order was recovered by lookup"
+
+
+FAULT_KINDS = ("http5xx", "http429", "http418", "timeout", "reset", "drop")
