@@ -271,7 +271,7 @@ def fill_market(
             raise SimError(-2022, "ReduceOnly Order is rejected.")
         qty = min(qty, abs(pos.amount))
     closing = min(qty, abs(pos.amount)) if reducing else 0.0
-    opening = qty - closing
+    opening = round(qty - closing, spec.quantity_precision)
     notional = qty * price
     if not reduce_only and notional < spec.min_notional:
         raise SimError(
@@ -290,6 +290,7 @@ def fill_market(
             raise SimError(-2019, "Margin is insufficient.")
     realized = sign * -1 * closing * (price - pos.entry_price) if closing else 0.0
     new_pos = _apply(pos, sign, closing, opening, price, acct.margin_type_of(symbol), lev)
+    new_pos.amount = round(new_pos.amount, spec.quantity_precision)
     new_pos.update_time = now
     acct.positions[symbol] = new_pos
     acct.wallet += realized - fee

@@ -1,0 +1,152 @@
+"""The matching engine alone: fills, fees, PnL, margin, limits, stops, margin type."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from services.exchange_sim import engine
+from services.exchange_sim.engine import Account, SimError, spec_for
+
+BTC = spec_for("BTCUSDT", 60_000.0)
+PRICES = {"BTCUSDT": 60_000.0}
+
+
+def fresh(wallet: float = 10_000.0) -> Account:
+    return Account(wallet=wallet, fee_rate=0.0005)
+
+
+def buy(acct: Account, qty: float, price: float = 60_000.0) -> engine.Order:
+    return engine.fill_market(acct, BTC, "BUY", qty, price, {"BTCUSDT": price}, 1, "c")
+
+
+def sell(
+    acct: Account, qty: float, price: float = 60_000.0, reduce_only: bool = False
+) -> engine.Order:
+    return engine.fill_market(
+        acct, BTC, "SELL", qty, price, {"BTCUSDT": price}, 1, "c", reduce_only=reduce_only
+    )
+
+
+def test_spec_for_derives_ticks_from_price() -> None:
+    assert (BTC.price_precision, BTC.quantity_precision) == (1, 3)
+    doge = spec_for("DOGEUSDT", 0.15)
+    assert (doge.base, doge.price_precision, doge.quantity_precision) == ("DOGE", 6, 0)
+
+
+def test_average_entry_and_realized_pnl() -> None:
+    acct = fresh()
+    buy(acct, 0.1, 60_000.0)
+    buy(acct, 0.1, 62_000.0)
+    assert acct.position("BTCUSDT").entry_price == pytest.approx(61_000.0)
+    sell(acct, 0.1, 63_000.0)
+    assert acct.trades[-1].realized_pnl == pytest.approx(200.0)
+    assert acct.position("BTCUSDT").amount == pytest.approx(0.1)
+    fees = 0.0005 * (6_000 + 6_200 + 6_300)
+    assert acct.wallet == pytest.approx(10_000 + 200 - fees)
+
+
+def test_flip_closes_then_opens_at_the_fill_price() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    sell(acct, 0.3, 59_000.0)
+    pos = acct.position("BTCUSDT")
+    assert pos.amount == -0.2
+    assert pos.entry_price == pytest.approx(59_000.0)
+    assert acct.trades[-1].realized_pnl == pytest.approx(-100.0)
+
+
+def test_reduce_only_is_capped_and_refused_when_it_would_open() -> None:
+    acct = fresh()
+    with pytest.raises(SimError) as e:
+        sell(acct, 0.1, reduce_only=True)
+    assert e.value.code == -2022
+    buy(acct, 0.1)
+    order = sell(acct, 0.5, reduce_only=True)
+    assert order.executed_qty == pytest.approx(0.1)
+    assert acct.position("BTCUSDT").amount == 0
+
+
+def test_insufficient_margin_and_position_limit() -> None:
+    acct = fresh(1_000.0)
+    with pytest.raises(SimError) as e:
+        buy(acct, 0.4)  # 24 000 / 20 = 1 200 > 1 000
+    assert (e.value.code, acct.orders) == (-2019, {})
+    rich = fresh(10_000_000.0)
+    rich.leverage["BTCUSDT"] = 125
+    with pytest.raises(SimError) as e:
+        buy(rich, 1.0)  # 60 000 > the 50 000 cap at 125x
+    assert e.value.code == -2027
+
+
+@pytest.mark.parametrize(
+    ("qty", "code"), [(0.0, -4003), (0.0005, -1111), (0.0001, -1111), (20_000.0, -1013)]
+)
+def test_bad_quantities(qty: float, code: int) -> None:
+    with pytest.raises(SimError) as e:
+        buy(fresh(1e12), qty)
+    assert e.value.code == code
+
+
+def test_stop_triggers_once_at_trigger_and_refuses_immediate_trigger() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    with pytest.raises(SimError) as e:
+        engine.place_stop(acct, BTC, "SELL", 0.1, 60_000.0, 60_000.0, 2, "s", True, False)
+    assert e.value.code == -2021
+    algo = engine.place_stop(acct, BTC, "SELL", 0.1, 58_800.0, 60_000.0, 2, "s", True, False)
+    assert engine.trigger_stops(acct, BTC, 58_800.1, PRICES, 3) == []
+    fired = engine.trigger_stops(acct, BTC, 57_000.0, PRICES, 4)
+    assert fired == [algo]
+    assert (algo.status, algo.actual_price, algo.trigger_time) == ("FINISHED", 58_800.0, 4)
+    assert acct.orders[algo.actual_order_id].orig_type == "STOP_MARKET"
+    assert engine.trigger_stops(acct, BTC, 50_000.0, PRICES, 5) == []
+
+
+def test_close_position_stop_closes_whatever_is_open() -> None:
+    acct = fresh()
+    buy(acct, 0.2)
+    engine.place_stop(acct, BTC, "SELL", 0.0, 59_000.0, 60_000.0, 2, "s", False, True)
+    engine.trigger_stops(acct, BTC, 58_000.0, PRICES, 3)
+    assert acct.position("BTCUSDT").amount == 0
+
+
+def test_margin_type_rules() -> None:
+    acct = fresh()
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    with pytest.raises(SimError) as e:
+        engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    assert e.value.code == -4046
+    buy(acct, 0.1)
+    assert acct.position("BTCUSDT").isolated_wallet == pytest.approx(300.0)
+    with pytest.raises(SimError) as e:
+        engine.set_margin_type(acct, "BTCUSDT", "CROSSED")
+    assert e.value.code == -4048
+    assert acct.available_balance(PRICES) == pytest.approx(acct.wallet - 300.0)
+
+
+def test_state_round_trips_through_dict() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    engine.place_stop(acct, BTC, "SELL", 0.1, 59_000.0, 60_000.0, 2, "s", True, False)
+    again = Account.from_dict(acct.to_dict())
+    assert again == acct
+
+
+@settings(max_examples=40, deadline=None)
+@given(
+    qty=st.integers(1, 300).map(lambda n: n / 1000),
+    entry=st.floats(10_000, 100_000),
+    exit_=st.floats(10_000, 100_000),
+)
+def test_round_trip_pnl_is_price_move_minus_two_fees(
+    qty: float, entry: float, exit_: float
+) -> None:
+    acct = fresh(1e9)
+    entry, exit_ = round(entry, 1), round(exit_, 1)
+    buy(acct, qty, entry)
+    sell(acct, qty, exit_)
+    expected = qty * (exit_ - entry) - 0.0005 * qty * (entry + exit_)
+    assert acct.wallet - 1e9 == pytest.approx(expected, abs=1e-6)
+    assert acct.open_positions() == {}
