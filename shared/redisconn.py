@@ -105,6 +105,8 @@ class EmbeddedRedis:
 
     def start(self, timeout: float = 15.0) -> None:
         """Start the server and return once it answers PING; raise if it does not in time."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
         self.dir.mkdir(parents=True, exist_ok=True)
         args = [
             str(self.binary),

@@ -265,10 +265,14 @@ def decode(data: bytes | str, model: type[M]) -> M: ...
 def decode(data: bytes | str, model: type[Message] | None = None) -> Message:
     """Decode bytes into the message named by its ``kind`` (and check it is ``model`` if given).
 
+    ``model=Message`` accepts any kind, for streams that carry several (signals, events).
+
     With ``model`` given, valid input takes pydantic's JSON fast path (``v`` and ``kind``
     must have been in the input, not defaulted); anything else is re-examined below to
     name the offending field.
     """
+    if model is Message:
+        model = None
     if model is not None:
         with contextlib.suppress(ValidationError):
             fast = model.model_validate_json(data)

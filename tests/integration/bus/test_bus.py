@@ -12,7 +12,7 @@ from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.bus import Consumer, publish, publish_many
-from shared.schemas import PriceTick, encode
+from shared.schemas import Candle, Message, PriceTick, encode
 from tests.integration.bus.helpers import (
     GROUP,
     STREAM,
@@ -169,3 +169,19 @@ async def test_group_recreated_after_stream_deleted(redis_client: aioredis.Redis
 async def test_consumer_rejects_bad_options(redis_client: aioredis.Redis, bad: int) -> None:
     with pytest.raises(ValueError, match="must be > 0"):
         make_consumer(redis_client, [], max_deliveries=bad)
+
+
+async def test_stream_of_several_kinds(redis_client: aioredis.Redis) -> None:
+    candle = Candle(
+        symbol="S", timeframe="5m", open_time=0, open=1, high=2, low=1, close=2, volume=0
+    )
+    seen: list[Message] = []
+
+    async def handle(msg: Message, entry_id: str) -> None:
+        seen.append(msg)
+
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", handle, Message, block_ms=100)
+    await publish_many(redis_client, STREAM, [tick(1), candle])
+    async with running(consumer):
+        await eventually(lambda: len(seen) == 2)
+    assert seen == [tick(1), candle]

@@ -180,6 +180,11 @@ def test_garbage_is_a_schema_error(data: bytes) -> None:
         decode(data)
 
 
+def test_decode_as_base_accepts_any_kind() -> None:
+    tick = PriceTick(symbol="X", price=1.0, ts=1)
+    assert decode(encode(tick), Message) == tick
+
+
 def test_decode_checks_expected_kind() -> None:
     data = encode(PriceTick(symbol="X", price=1.0, ts=1))
     with pytest.raises(SchemaError, match="expected Candle"):
