@@ -6,6 +6,7 @@ import itertools
 from dataclasses import dataclass
 
 import pytest
+from prometheus_client import REGISTRY
 
 from shared.config import TIMEFRAME_MS
 from shared.exchange import ExchangeClient
@@ -164,3 +165,15 @@ async def test_filled_order_id_is_not_reused(client: ExchangeClient, sim: SimHan
     again = await client.place_order(intent)
     assert again.id == first.id
     assert len(sim.account.orders) == 1
+
+
+async def test_every_call_is_timed_and_counted(client: ExchangeClient) -> None:
+    def sample(name: str, labels: dict[str, str]) -> float:
+        return REGISTRY.get_sample_value(name, labels) or 0.0
+
+    ok_before = sample("tb_exchange_calls_total", {"call": "balance", "outcome": "ok"})
+    timed_before = sample("tb_exchange_call_seconds_count", {"call": "balance"})
+    await client.balance()
+    await client.balance()
+    assert sample("tb_exchange_calls_total", {"call": "balance", "outcome": "ok"}) == ok_before + 2
+    assert sample("tb_exchange_call_seconds_count", {"call": "balance"}) == timed_before + 2

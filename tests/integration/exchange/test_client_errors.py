@@ -141,3 +141,38 @@ async def test_200_intents_under_20pct_faults_give_exactly_200_orders(
 
 
 FAULT_KINDS = ("http5xx", "http429", "http418", "timeout", "reset", "drop")
+
+
+@pytest.mark.slow
+async def test_stop_intents_under_faults_give_one_algo_order_each(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    """Reduce-only stop-market intents (algo orders) get the same at-most-once guarantee."""
+    await client.place_order(Intent("tb-eth-entry", ETH, "buy", 1.0))
+    sim.set_faults(dict.fromkeys(FAULT_KINDS, 0.2 / 6), seed=11, timeout_hold_s=0.6)
+    intents = [
+        Intent(
+            make_client_order_id("stop", str(i)), ETH, "sell", 0.01, "stop_market", 2_500.0, True
+        )
+        for i in range(40)
+    ]
+    gate = asyncio.Semaphore(8)
+
+    async def place(intent: Intent) -> str:
+        async with gate:
+            order = await client.place_order(intent)
+            assert order.is_stop
+            return str(order.client_order_id)
+
+    placed = await asyncio.gather(*(place(i) for i in intents))
+    counts = dict(sim.sim.faults.counts)
+    sim.set_faults({})
+    assert sorted(placed) == sorted(i.client_order_id for i in intents)
+    on_exchange = Counter(a.client_algo_id for a in sim.account.algo_orders.values())
+    assert set(on_exchange) == {i.client_order_id for i in intents}
+    assert max(on_exchange.values()) == 1
+    assert counts.get("drop", 0) > 0, counts
+    assert len(await client.open_stop_orders(ETH)) == 40
+
+
+ETH = "ETH/USDT:USDT"
