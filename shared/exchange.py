@@ -15,7 +15,6 @@ import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
 from functools import partial
 from typing import Any, Protocol, TypeVar
 
@@ -23,18 +22,16 @@ import ccxt.async_support as ccxt
 from tenacity import AsyncRetrying, RetryCallState, retry_if_exception, stop_after_attempt
 
 from shared.config import TIMEFRAME_MS, Settings
+from shared.exchange_ccxt import Tuning, create_ccxt
 from shared.exchange_errors import (
     MAYBE_EXECUTED,
-    RETRY_AFTER_ATTR,
     RETRYABLE,
-    BackoffPolicy,
     Kind,
     OutcomeUnknown,
     TemporaryError,
     classify,
     describe,
     is_retryable,
-    parse_retry_after,
     translate,
 )
 from shared.exchange_models import (
@@ -54,29 +51,16 @@ from shared.exchange_models import (
     parse_position,
     parse_ticker,
     parse_trade,
-    rewrite_api_urls,
 )
 from shared.metrics import EXCHANGE_CALLS, EXCHANGE_LATENCY
 
+__all__ = ["ExchangeClient", "OrderRequest", "Tuning", "create_ccxt"]
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
-SIM_EXCHANGE_ID = "binanceusdm"
 WEEK_MS = 7 * 86_400_000
 HISTORY_PAGE = 500
 HISTORY_MAX_WINDOWS = 60  # about 14 months of history per call
-
-
-@dataclass(frozen=True)
-class Tuning:
-    """Timing knobs of the client; tests shrink them, production keeps the defaults."""
-
-    backoff: BackoffPolicy = field(default_factory=BackoffPolicy)
-    timeout_ms: int = 10_000  # per HTTP request
-    recv_window_ms: int = 5_000  # Binance rejects a signed request older than this
-    send_attempts: int = 5  # order sends per place_order call
-    settle_slack_ms: int = 1_000  # clock error allowance when waiting out a recvWindow
-    settle_poll_ms: int = 250
-    enable_rate_limit: bool = True  # ccxt's own request throttle
 
 
 class OrderRequest(Protocol):
@@ -96,68 +80,6 @@ class OrderRequest(Protocol):
     def stop_price(self) -> float | None: ...
     @property
     def reduce_only(self) -> bool: ...
-
-
-def _install_retry_after(ex: Any) -> None:
-    """Make ccxt attach the Retry-After header (seconds) to its 418/429 exceptions."""
-    original = ex.handle_errors
-
-    def handle_errors(
-        code: int, reason: str, url: str, method: str, headers: Any, body: str, *rest: Any
-    ) -> Any:
-        wait = parse_retry_after(headers) if code in (418, 429) else None
-        try:
-            result = original(code, reason, url, method, headers, body, *rest)
-        except (ccxt.DDoSProtection, ccxt.RateLimitExceeded) as e:
-            setattr(e, RETRY_AFTER_ATTR, wait)
-            raise
-        if code in (418, 429):
-            err = ccxt.RateLimitExceeded(f"{ex.id} {code} {reason}")
-            setattr(err, RETRY_AFTER_ATTR, wait)
-            raise err
-        return result
-
-    ex.handle_errors = handle_errors
-
-
-def create_ccxt(settings: Settings, tuning: Tuning | None = None) -> Any:
-    """Build the ccxt exchange the settings name, pointed at the simulator when EXCHANGE=sim."""
-    tuning = tuning or Tuning()
-    sim = settings.exchange == "sim"
-    exchange_id = SIM_EXCHANGE_ID if sim else settings.exchange
-    cls = getattr(ccxt, exchange_id, None)
-    if cls is None or exchange_id not in ccxt.exchanges:
-        raise ValueError(f"TB_EXCHANGE={settings.exchange}: not 'sim' nor a ccxt exchange id")
-    config: dict[str, Any] = {
-        "enableRateLimit": tuning.enable_rate_limit,
-        "timeout": tuning.timeout_ms,
-        "options": {
-            "fetchCurrencies": False,  # spot wallet endpoints: not needed, need extra rights
-            "adjustForTimeDifference": False,  # ExchangeClient.sync_clock does it explicitly
-            "recvWindow": tuning.recv_window_ms,
-            "warnOnFetchOpenOrdersWithoutSymbol": False,
-        },
-    }
-    if settings.api_key is not None and settings.api_secret is not None:
-        config["apiKey"] = settings.api_key.get_secret_value()
-        config["secret"] = settings.api_secret.get_secret_value()
-    ex = cls(config)
-    if sim:
-        ex.urls["api"] = rewrite_api_urls(
-            ex.urls["api"], f"http://{settings.sim_host}:{settings.sim_port}"
-        )
-        # ccxt picks Binance's futures error table by URL prefix (fapi.binance.com); at a
-        # local URL it would fall back to the spot table, where -2019 is a bare ExchangeError.
-        linear = ex.exceptions.get("linear", {})
-        for table in ("exact", "broad"):
-            ex.exceptions[table] = {**ex.exceptions.get(table, {}), **linear.get(table, {})}
-    elif settings.testnet:
-        if "demo" in ex.urls:
-            ex.enable_demo_trading(True)  # Binance futures: the testnet became demo trading
-        else:
-            ex.set_sandbox_mode(True)
-    _install_retry_after(ex)
-    return ex
 
 
 class ExchangeClient:
