@@ -11,6 +11,7 @@ demo URLs use ``set_sandbox_mode``.
 
 from __future__ import annotations
 
+import logging
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -61,6 +62,8 @@ def _install_retry_after(ex: Any) -> None:
 def create_ccxt(settings: Settings, tuning: Tuning | None = None) -> Any:
     """Build the ccxt exchange the settings name, pointed at the simulator when EXCHANGE=sim."""
     tuning = tuning or Tuning()
+    # ccxt logs every request with its headers (the API key) at DEBUG: never let it through.
+    logging.getLogger("ccxt").setLevel(max(logging.getLogger("ccxt").level, logging.INFO))
     sim = settings.exchange == "sim"
     exchange_id = SIM_EXCHANGE_ID if sim else settings.exchange
     cls = getattr(ccxt, exchange_id, None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from typing import Any
 
 import ccxt.async_support as ccxt
@@ -177,3 +178,9 @@ def test_parse_position_skips_flat_and_reads_side() -> None:
     )
     assert p is not None
     assert (p.side, p.contracts) == ("short", 0.5)
+
+
+def test_ccxt_request_dumps_never_reach_the_log() -> None:
+    logging.getLogger("ccxt").setLevel(logging.DEBUG)
+    _sim_exchange()
+    assert logging.getLogger("ccxt.base.exchange").getEffectiveLevel() >= logging.INFO
