@@ -107,6 +107,12 @@ class Consumer(Generic[M]):
     ) -> None:
         if block_ms <= 0 or count <= 0 or max_deliveries <= 0 or reclaim_idle_ms <= 0:
             raise ValueError("count, block_ms, reclaim_idle_ms and max_deliveries must be > 0")
+        timeout = client.connection_pool.connection_kwargs.get("socket_timeout")
+        if timeout is not None and block_ms / 1000 >= timeout:
+            raise ValueError(
+                f"block_ms={block_ms} must be below the client's socket_timeout ({timeout}s); "
+                "make the client with shared.redisconn.redis_from_url"
+            )
         self.client = client
         self.stream = stream
         self.group = group
@@ -194,12 +200,13 @@ class Consumer(Generic[M]):
                 return total
 
     async def _deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
+        # The range may also hold our own recently failed entries, hence the extra room.
         pending: Any = await self.client.xpending_range(
             self.stream,
             self.group,
             min=entries[0][0],
             max=entries[-1][0],
-            count=len(entries),
+            count=len(entries) + 1000,
             consumername=self.name,
         )
         return {p["message_id"]: int(p["times_delivered"]) for p in pending}

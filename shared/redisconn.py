@@ -30,7 +30,6 @@ log = logging.getLogger(__name__)
 
 # Blocking reads (XREADGROUP BLOCK) must finish well inside the socket timeout.
 SOCKET_TIMEOUT_S = 30.0
-MAX_BLOCK_MS = 5_000
 RETRIES = 5
 
 

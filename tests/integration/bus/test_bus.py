@@ -12,6 +12,7 @@ from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.bus import Consumer, publish, publish_many
+from shared.redisconn import redis_from_url
 from shared.schemas import Candle, Message, PriceTick, encode
 from tests.integration.bus.helpers import (
     GROUP,
@@ -185,3 +186,14 @@ async def test_stream_of_several_kinds(redis_client: aioredis.Redis) -> None:
     async with running(consumer):
         await eventually(lambda: len(seen) == 2)
     assert seen == [tick(1), candle]
+
+
+async def test_consumer_rejects_block_longer_than_socket_timeout() -> None:
+    client = redis_from_url("redis://127.0.0.1:1/0", socket_timeout=1.0)
+    with pytest.raises(ValueError, match="socket_timeout"):
+        Consumer(client, STREAM, GROUP, "c1", _noop, PriceTick, block_ms=1000)
+    await client.aclose()
+
+
+async def _noop(msg: PriceTick, entry_id: str) -> None:
+    return None
