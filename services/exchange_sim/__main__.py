@@ -14,6 +14,7 @@ from typing import Annotated
 import typer
 from aiohttp import web
 
+from services.backtest.data import load_candles
 from services.exchange_sim.app import make_app, run_clock
 from services.exchange_sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from services.exchange_sim.core import DEFAULT_BALANCE, DEFAULT_FEE_RATE, Simulator
@@ -24,6 +25,7 @@ from shared.log import setup_logging
 
 app = typer.Typer(add_completion=False, help=__doc__)
 log = logging.getLogger("exchange_sim")
+DEFAULT_SYNTHETIC_SYMBOLS = 16
 
 
 def build_market(
@@ -36,19 +38,19 @@ def build_market(
 ) -> Market:
     """Return the replaying market, or the synthetic one starting ``warmup`` candles back."""
     tf = TIMEFRAME_MS[timeframe]
+    count = int(symbols) if symbols.isdigit() else None
     if replay is not None:
-        names = [s.strip() for s in symbols.split(",")] if not symbols.isdigit() else None
-        market = Market.from_files(replay, None, warmup, names)
-        if symbols.isdigit():
-            keep = market.symbols()[: int(symbols)]
-            market = Market.from_files(replay, None, warmup, keep) if keep else market
-        return market
-    if not symbols.isdigit():
-        raise typer.BadParameter("synthetic markets take a count, e.g. --symbols 16")
+        names = None if count is not None or not symbols else symbols.split(",")
+        frames = load_candles(replay, [n.strip() for n in names] if names else None)
+        if count is not None:
+            frames = dict(list(frames.items())[:count])
+        return Market.from_frames(frames, None, warmup)
+    if symbols and count is None:
+        raise typer.BadParameter("a synthetic market takes a count, e.g. --symbols 16")
     if start_ms is None:
         now = int(time.time() * 1000)
         start_ms = now - now % tf - warmup * tf
-    return Market.synthetic(int(symbols), seed, tf, start_ms, warmup)
+    return Market.synthetic(count or DEFAULT_SYNTHETIC_SYMBOLS, seed, tf, start_ms, warmup)
 
 
 @app.command()
@@ -68,8 +70,11 @@ def main(
     seed: Annotated[int, typer.Option(help="seed of the synthetic market")] = 42,
     symbols: Annotated[
         str,
-        typer.Option(help="synthetic: how many perpetuals; replay: a count or a comma list"),
-    ] = "16",
+        typer.Option(
+            help="synthetic: how many perpetuals (default 16); replay: a count or a comma "
+            "list like BTC/USDT,ETH/USDT (default all)"
+        ),
+    ] = "",
     timeframe: Annotated[str, typer.Option(help="synthetic candle timeframe")] = "5m",
     speed: Annotated[
         float, typer.Option(help="simulated seconds per real second; 0 = only POST /_sim/step")
