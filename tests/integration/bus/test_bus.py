@@ -197,3 +197,19 @@ async def test_consumer_rejects_block_longer_than_socket_timeout() -> None:
 
 async def _noop(msg: PriceTick, entry_id: str) -> None:
     return None
+
+
+async def test_entry_that_keeps_killing_consumers_is_dead_lettered(
+    redis_client: aioredis.Redis,
+) -> None:
+    seen: list[PriceTick] = []
+    entry_id = await publish(redis_client, STREAM, tick(5))
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    await redis_client.xreadgroup(GROUP, "crashed", {STREAM: ">"})
+    await redis_client.xclaim(STREAM, GROUP, "crashed", 0, [entry_id], retrycount=7)
+    async with running(make_consumer(redis_client, seen, max_deliveries=3)):
+        await eventually(lambda: _dlq_len(redis_client, 1))
+    [dead] = await dlq_entries(redis_client)
+    assert (dead.entry_id, dead.reason, dead.deliveries) == (entry_id, "deliveries", 8)
+    assert seen == []
+    assert await pending_count(redis_client) == 0

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.exceptions import ConnectionError
 
 from shared.bus import Consumer, publish, publish_many
 from shared.redisconn import EmbeddedRedis
@@ -78,3 +80,23 @@ async def test_consumer_survives_server_restart(
 
 async def _no_pending(client: aioredis.Redis) -> bool:
     return await pending_count(client) == 0
+
+
+async def test_consumer_gives_up_after_reconnect_window(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+) -> None:
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        return None
+
+    consumer = Consumer(
+        redis_client, STREAM, GROUP, "c1", handle, PriceTick, block_ms=100, reconnect_for_s=0.5
+    )
+    task = asyncio.create_task(consumer.run())
+    await eventually(lambda: _stream_exists(redis_client))
+    redis_server.kill()
+    await eventually(task.done)
+    assert isinstance(task.exception(), ConnectionError)
+
+
+async def _stream_exists(client: aioredis.Redis) -> bool:
+    return bool(await client.exists(STREAM))
