@@ -77,8 +77,9 @@ class Simulator:
     def _play(self, events: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """Run the stops against each event in order; persist if any fired."""
         fired_any = False
+        armed = {a.symbol for a in self.account.algo_orders.values() if a.status == "NEW"}
         for symbol, price in events:
-            if symbol not in self.specs:
+            if symbol not in armed:
                 continue
             prices = self.prices()
             prices[symbol] = price

@@ -45,6 +45,8 @@ async def test_time_candles_tickers(sim: SimHandle) -> None:
     ticker = await ex.fetch_ticker(ETH)
     assert ticker["last"] == 3030.0
     assert ticker["quoteVolume"] > 0
+    funding = await ex.fetch_funding_rate(BTC)  # GET /fapi/v1/premiumIndex
+    assert (funding["markPrice"], funding["fundingRate"]) == (60_000.0, 0.0)
     tickers = await ex.fetch_tickers()
     assert BTC in tickers
     assert tickers[BTC]["last"] == 60_000.0

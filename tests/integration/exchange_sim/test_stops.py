@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import math
+import time
 
 import pandas as pd
 import pytest
 
+from services.exchange_sim.app import run_clock
 from services.exchange_sim.market import Market
 from tests.fixtures.sim import SimHandle, running_sim
 
@@ -140,3 +144,28 @@ async def test_stop_on_synthetic_path_fires_at_the_first_crossing() -> None:
         fees = FEE * 0.01 * (entry + trigger)
         balance = await ex.fetch_balance()
         assert balance["USDT"]["total"] == pytest.approx(10_000 + realized - fees)
+
+
+async def test_speed_clock_plays_the_market_and_fires_stops() -> None:
+    market = Market.from_frames({"SOL/USDT": replay_frame()}, 300_000, warmup=2)
+    async with running_sim(feed=market) as sim:
+        ex = sim.make_ccxt()
+        await ex.load_markets()
+        sol = "SOL/USDT:USDT"
+        await ex.create_order(sol, "market", "buy", 10)
+        await ex.create_order(
+            sol, "market", "sell", 10, params={"stopPrice": 98.0, "reduceOnly": True}
+        )
+        clock = asyncio.create_task(run_clock(sim.sim, speed=3000.0, tick_s=0.01))
+        try:
+            deadline = time.monotonic() + 30
+            for _ in range(100_000):
+                if sim.sim.triggered or time.monotonic() > deadline:
+                    break
+                await asyncio.sleep(0.01)
+        finally:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+        assert [a.actual_price for a in sim.sim.triggered] == [98.0]
+        assert sim.sim.now_ms() > market.first_ms + 2 * 300_000
