@@ -213,12 +213,21 @@ class ExchangeClient:
 
     # --- market data -------------------------------------------------------------------
 
-    async def markets(self) -> dict[str, MarketInfo]:
-        """Return the active linear perpetuals settled in the quote currency, by symbol."""
-        raw = await self._call("load_markets", lambda: self.ex.load_markets())
+    async def markets(self, reload: bool = False) -> dict[str, MarketInfo]:
+        """Return the active linear perpetuals settled in the quote currency, by symbol.
+
+        ccxt caches the markets after the first load; ``reload=True`` fetches them again
+        (listings and delistings, e.g. at universe rotation).
+        """
+        raw = await self._call("load_markets", lambda: self.ex.load_markets(reload))
         out: dict[str, MarketInfo] = {}
         for m in raw.values():
-            if m.get("swap") and m.get("linear") and m.get("settle") == self.quote:
+            if (
+                m.get("swap")
+                and m.get("linear")
+                and m.get("settle") == self.quote
+                and m.get("active") is not False
+            ):
                 info = parse_market(m)
                 out[info.symbol] = info
         return out
@@ -231,10 +240,15 @@ class ExchangeClient:
         timeframe: str | None = None,
         now_ms: int | None = None,
     ) -> list[OHLCV]:
-        """Return up to ``limit`` closed candles, oldest first, judged by exchange time."""
+        """Return up to ``limit`` closed candles, oldest first, judged by exchange time.
+
+        ``now_ms`` must be an exchange time read before this call (else one is fetched
+        first): a candle that closes while its klines are in flight was still forming when
+        they were read, so it is judged by the earlier time and dropped.
+        """
         tf = timeframe or self.timeframe
-        rows = await self._call("ohlcv", lambda: self.ex.fetch_ohlcv(symbol, tf, None, limit + 1))
         now = now_ms if now_ms is not None else await self.server_time()
+        rows = await self._call("ohlcv", lambda: self.ex.fetch_ohlcv(symbol, tf, None, limit + 1))
         closed = closed_candles([parse_ohlcv(r) for r in rows], TIMEFRAME_MS[tf], now)
         return closed[-limit:]
 
