@@ -323,3 +323,27 @@ async def test_bad_client_order_id_is_refused_before_any_request(
     with pytest.raises(ValueError, match="client order id"):
         await make_client(stub, fake).place_order(Intent("BTC|5m|1|long"))
     assert stub.lookups == stub.sends == 0
+
+
+class CandleStub:
+    """Klines whose newest candle closes while the klines request is in flight."""
+
+    TF = 300_000
+
+    def __init__(self) -> None:
+        self.now = 10 * self.TF - 1  # the candle opened at 9*TF is still forming
+        self.options: dict[str, Any] = {"timeDifference": 0}
+
+    async def fetch_time(self) -> int:
+        return self.now
+
+    async def fetch_ohlcv(self, symbol: str, tf: str, since: Any, limit: int) -> list[list[float]]:
+        self.now += 2  # the forming candle closes before the answer arrives
+        return [[t * self.TF, 1.0, 2.0, 0.5, 1.5, 10.0] for t in range(10 - limit, 10)]
+
+
+async def test_ohlcv_judges_closure_by_the_time_before_the_request(fake: FakeTime) -> None:
+    stub = CandleStub()
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    candles = await client.ohlcv(SYMBOL, 3)
+    assert [c.open_time // CandleStub.TF for c in candles] == [6, 7, 8]
