@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import AsyncIterator, Awaitable, Callable
 from urllib.parse import urlsplit
 
@@ -12,16 +13,22 @@ from shared.exchange import ExchangeClient, Tuning
 from shared.exchange_errors import BackoffPolicy
 from tests.fixtures.sim import SimHandle
 
-# Small waits so retries and recvWindow settling stay fast in tests.
+# Small waits so retries and recvWindow settling stay fast in tests; a generous HTTP
+# timeout so a loaded CI machine does not turn plain tests into fault tests.
 FAST = Tuning(
     backoff=BackoffPolicy(attempts=8, initial=0.01, maximum=0.1, rate_limit_factor=2.0),
-    timeout_ms=400,
+    timeout_ms=3_000,
     recv_window_ms=1_000,
     settle_slack_ms=100,
     settle_poll_ms=100,
     send_attempts=8,
     enable_rate_limit=False,
 )
+
+# Under injected faults: the HTTP timeout is shorter than the simulator's timeout hold, so
+# the "timeout" fault is a client-side RequestTimeout (not a reset).
+CHAOS = dataclasses.replace(FAST, timeout_ms=400)
+CHAOS_TIMEOUT_HOLD_S = 0.6
 
 MakeClient = Callable[..., Awaitable[ExchangeClient]]
 
