@@ -230,3 +230,27 @@ def test_synthetic_run_writes_the_four_outputs(tmp_path: Path) -> None:
     assert trades["pnl"].sum() == pytest.approx(summary["end_equity"] - summary["start_equity"])
     assert (out / "equity.png").read_bytes()[:4] == b"\x89PNG"
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_slippage_moves_entry_and_trail_fills_but_not_the_stop(tmp_path: Path) -> None:
+    candles = [quiet(100), quiet(100), quiet(100), LONG_SIGNAL]
+    candles += [(100.0, 103.0, 100.0, 102.8, 1.0), (102.8, 102.9, 102.0, 102.2, 1.0)]
+    write_symbol(data_dir(tmp_path), "A/USDT", candles)
+    trades, _ = run(tmp_path, "MAX_POSITIONS = 1\nSLIPPAGE = 0.001\n")
+    entry, exit_ = 100.0 * 1.001, 102.0 * 0.999  # sized at the signal close: qty 100
+    assert_trade(
+        trades.iloc[0], entry_price=entry, exit_price=exit_, quantity=100.0,
+        pnl=(exit_ - entry) * 100 - 0.001 * (entry + exit_) * 100, exit_reason="trail",
+    )  # fmt: skip
+
+
+def test_size_compounds_with_unrealised_pnl(tmp_path: Path) -> None:
+    folder = data_dir(tmp_path)
+    a = [quiet(100), quiet(100), quiet(100), LONG_SIGNAL, quiet(101), quiet(101)]
+    write_symbol(folder, "A/USDT", a)
+    b = [quiet(100), quiet(100), quiet(100), quiet(100), LONG_SIGNAL, quiet(100)]
+    write_symbol(folder, "B/USDT", b)
+    trades, _ = run(tmp_path, "MAX_POSITIONS = 2\n")
+    # A: qty 10000 * 0.5 / 2 * 2 / 100 = 50, fee 5; at B's entry A is marked at 101:
+    # equity = 10000 - 5 + 50 = 10045 -> B qty = 10045 * 0.5 / 2 * 2 / 100 = 50.225
+    assert trades["quantity"].tolist() == pytest.approx([50.0, 50.225], rel=1e-12)
