@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -42,11 +42,22 @@ class Simulator:
         state_file: Path | None = None,
         **kwargs: Any,
     ) -> Simulator:
-        """Build a simulator over a feed; resume the account from ``state_file`` if it exists."""
+        """Build a simulator over a feed; resume account and symbol rules from ``state_file``.
+
+        Saved symbol rules win over ones derived from today's prices, so a restart never
+        changes a traded symbol's tick or lot size.
+        """
         specs = {s: engine.spec_for(s, feed.price(s)) for s in feed.symbols()}
         account = Account(wallet=balance, fee_rate=fee_rate)
         if state_file is not None and state_file.exists():
-            account = Account.from_dict(json.loads(state_file.read_text())["account"])
+            try:
+                saved = json.loads(state_file.read_text())
+                account = Account.from_dict(saved["account"])
+                for s, spec in saved.get("specs", {}).items():
+                    if s in specs:
+                        specs[s] = SymbolSpec(**spec)
+            except (ValueError, KeyError, TypeError) as e:
+                raise ValueError(f"{state_file} is not a simulator state file: {e!r}") from e
         return cls(feed, account, specs, state_file=state_file, **kwargs)
 
     def now_ms(self) -> int:
@@ -98,7 +109,8 @@ class Simulator:
             return
         self.state_file.parent.mkdir(parents=True, exist_ok=True)
         tmp = self.state_file.with_suffix(self.state_file.suffix + ".tmp")
-        tmp.write_text(json.dumps({"account": self.account.to_dict()}))
+        specs = {s: asdict(spec) for s, spec in self.specs.items()}
+        tmp.write_text(json.dumps({"account": self.account.to_dict(), "specs": specs}))
         os.replace(tmp, self.state_file)
 
 

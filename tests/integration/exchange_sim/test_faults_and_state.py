@@ -2,13 +2,14 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import aiohttp
 import ccxt.async_support as ccxt
 import pytest
 
-from tests.fixtures.sim import SimHandle, running_sim
+from tests.fixtures.sim import SimHandle, running_sim, start_sim
 
 BTC = "BTC/USDT:USDT"
 
@@ -101,6 +102,8 @@ async def test_account_survives_a_restart(tmp_path: Path) -> None:
             BTC, "market", "sell", 0.01, params={"stopPrice": 59_000.0, "reduceOnly": True}
         )
         wallet = sim.account.wallet
+    saved = json.loads(state.read_text())
+    assert saved["specs"]["BTCUSDT"]["price_precision"] == 1
     async with running_sim(state_file=state) as again:
         ex = again.make_ccxt()
         await ex.load_markets()
@@ -114,3 +117,10 @@ async def test_account_survives_a_restart(tmp_path: Path) -> None:
         again.set_path("BTCUSDT", [58_000.0])
         again.step()
         assert await ex.fetch_positions([BTC]) == []
+
+
+async def test_a_corrupt_state_file_is_a_clear_error(tmp_path: Path) -> None:
+    state = tmp_path / "sim.json"
+    state.write_text('{"account": {"wallet": 1}}')
+    with pytest.raises(ValueError, match="not a simulator state file"):
+        await start_sim(state_file=state)
