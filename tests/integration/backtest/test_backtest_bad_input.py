@@ -114,6 +114,7 @@ def test_real_process_exit_code(tmp_path: Path) -> None:
         text=True,
         timeout=60,
         check=False,
+        cwd=Path(__file__).resolve().parents[3],
     )
     assert proc.returncode == 2
     assert proc.stderr.strip() == f"backtest error: {path}: row 1: high is below low"
