@@ -126,6 +126,8 @@ def main(
         api_secret=api_secret,
         faults=plan,
     )
+    if replay is None and start_ms is None:
+        sim.advance_to(int(time.time() * 1000))  # the warm-up ends on a candle: catch up
     shown = api_secret if api_secret == DEFAULT_API_SECRET else "(custom, not shown)"
     log.info(
         "Exchange simulator on http://%s:%d api-key=%s api-secret=%s symbols=%d %s speed=%g "
