@@ -23,6 +23,7 @@ from shared.exchange_errors import (
     OutcomeUnknown,
     TemporaryError,
 )
+from shared.schemas import OrderIntent
 
 SYMBOL = "BTC/USDT:USDT"
 SECRET = "stub-secret-value"
@@ -347,3 +348,18 @@ async def test_ohlcv_judges_closure_by_the_time_before_the_request(fake: FakeTim
     client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
     candles = await client.ohlcv(SYMBOL, 3)
     assert [c.open_time // CandleStub.TF for c in candles] == [6, 7, 8]
+
+
+async def test_the_executor_intent_schema_is_accepted(stub: StubExchange, fake: FakeTime) -> None:
+    intent = OrderIntent(
+        client_order_id="tb-schema",
+        signal_id="BTC/USDT:USDT|5m|1700000000000|long",
+        symbol=SYMBOL,
+        side="buy",
+        purpose="entry",
+        type="market",
+        quantity=0.01,
+        ts=1,
+    )
+    order = await make_client(stub, fake).place_order(intent)
+    assert (order.client_order_id, stub.created) == ("tb-schema", 1)
