@@ -20,7 +20,8 @@ import redis
 import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import ConnectionError, TimeoutError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
 from shared.config import Settings
@@ -45,7 +46,7 @@ def redis_from_url(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> aio
         socket_connect_timeout=5.0,
         health_check_interval=0,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), RETRIES),
-        retry_on_error=[ConnectionError, TimeoutError],
+        retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
 
 
@@ -205,20 +206,26 @@ class Lease:
         self.key = keys.lease_key(service)
         self.ttl_ms = ttl_ms
         self.token = secrets.token_hex(16)
+        self._confirmed = 0.0  # monotonic time a command that confirmed the lease was sent
         self._renew: Any = client.register_script(_RENEW)
         self._release: Any = client.register_script(_RELEASE)
 
     async def acquire(self) -> bool:
         """Take the lease if it is free; return whether we hold it now."""
+        sent = time.monotonic()
         ok = bool(await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
         if ok:
+            self._confirmed = sent
             LEASE_HELD.labels(self.service).set(1)
         return ok
 
     async def renew(self) -> bool:
         """Extend the lease if it is still ours; return False when it is not."""
+        sent = time.monotonic()
         ok = bool(await self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
-        if not ok:
+        if ok:
+            self._confirmed = sent
+        else:
             LEASE_HELD.labels(self.service).set(0)
         return ok
 
@@ -231,28 +238,37 @@ class Lease:
         """Poll until the lease is ours (hot standby); return False if ``stop`` is set first."""
         interval = min(max(self.ttl_ms / 5000, 0.05), 1.0)
         while not (stop is not None and stop.is_set()):
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
                 if await self.acquire():
                     return True
             await asyncio.sleep(interval)
         return False
 
     async def keep(self, lost: asyncio.Event) -> None:
-        """Renew every third of the TTL; set ``lost`` and return once the lease is gone."""
+        """Renew every third of the TTL; set ``lost`` once the lease is gone or may be.
+
+        Times count from when a successful command was sent, so they err early; the lease
+        is given up two thirds of a TTL after the last confirmed renewal, leaving a third
+        for the caller to stop before another copy can take over.
+        """
         interval = self.ttl_ms / 3000
-        renewed = time.monotonic()
+        give_up_s = self.ttl_ms * 2 / 3000
         while True:
             await asyncio.sleep(interval)
+            sent = time.monotonic()
+            left = self._confirmed + give_up_s - sent
             try:
-                if not await self.renew():
-                    log.error("Lease: %s taken by another holder", self.key)
+                async with asyncio.timeout(max(left, 0.001)):
+                    ok = await self.renew()
+            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as e:
+                if time.monotonic() >= self._confirmed + give_up_s:
+                    log.error("Lease: %s given up, Redis unreachable: %r", self.key, e)
                     break
-                renewed = time.monotonic()
-            except (ConnectionError, TimeoutError) as e:
-                if time.monotonic() - renewed >= self.ttl_ms / 1000:
-                    log.error("Lease: %s expired while Redis was unreachable: %s", self.key, e)
-                    break
-                log.warning("Lease: renew of %s failed, retrying: %s", self.key, e)
+                log.warning("Lease: renew of %s failed, retrying: %r", self.key, e)
+                continue
+            if not ok:
+                log.error("Lease: %s taken by another holder", self.key)
+                break
         LEASE_HELD.labels(self.service).set(0)
         lost.set()
 
@@ -274,5 +290,5 @@ class Lease:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            with contextlib.suppress(ConnectionError, TimeoutError):
+            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
                 await self.release()

@@ -8,7 +8,7 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from shared import keys
-from shared.redisconn import Lease
+from shared.redisconn import EmbeddedRedis, Lease
 from tests.integration.bus.helpers import eventually
 
 SERVICE = "executor"
@@ -66,3 +66,13 @@ async def test_hold_renews_and_signals_loss(redis_client: aioredis.Redis) -> Non
 
 async def _pttl_above(client: aioredis.Redis, ms: int) -> bool:
     return int(await client.pttl(keys.lease_key(SERVICE))) > ms
+
+
+async def test_hold_gives_up_when_redis_is_unreachable(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis
+) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=600)
+    async with a.hold() as lost:
+        redis_server.kill()
+        await eventually(lost.is_set)
+        redis_server.start()
