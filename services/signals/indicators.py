@@ -67,7 +67,7 @@ def vol_ratio(volume: FloatArray, window: int, pos: NDArray[np.int64] | None = N
     if n <= window:
         return out
     baseline = _window_sum(volume, window)[window - 1 : n - 1] / window
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         ratio = volume[window:] / baseline
     out[window:] = np.where(baseline > 0, ratio, np.nan)
     if pos is not None:
@@ -91,7 +91,7 @@ def _chop_from(
 ) -> FloatArray:
     """Return 100 * log10(sum TR / (max high - min low)) / log10(n); NaN where the range is 0."""
     rng = np.asarray(hi, dtype=np.float64) - np.asarray(lo, dtype=np.float64)
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
         value = 100.0 * np.log10(np.asarray(tr_sum, dtype=np.float64) / rng) / np.log10(float(n))
     return np.asarray(np.where(rng > 0, value, np.nan), dtype=np.float64)
 
@@ -162,7 +162,8 @@ class IndicatorWindow:
                 total = total + v
             baseline = total / self.vr_window
             if baseline > 0:
-                vr = volume / baseline
+                with np.errstate(over="ignore"):
+                    vr = volume / baseline
         if self._prev_close is not None:
             prev = self._prev_close
             self._trs.append(max(high - low, max(abs(high - prev), abs(low - prev))))
