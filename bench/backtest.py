@@ -27,6 +27,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from services.backtest.engine import BacktestConfig, Trade, candidate_sides, run_backtest
 from services.exchange_sim.synthetic import generate_candles
 from services.signals.rules import LONG, SHORT
+from shared.config import Settings
 
 TF = 300_000
 DAY_CANDLES = 86_400_000 // TF
@@ -277,7 +278,7 @@ def compare(
 
 def bench(label: str, frames: dict[str, pd.DataFrame], bt_frames: dict[str, pd.DataFrame]) -> None:
     """Time both engines and compare them on bt_frames."""
-    cfg = BacktestConfig()
+    cfg = BacktestConfig.from_settings(Settings())
     n = sum(len(f) for f in frames.values())
     best = math.inf
     result = None

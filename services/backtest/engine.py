@@ -36,15 +36,15 @@ Progress = Callable[[int, int], None]
 class BacktestConfig:
     """Everything the engine reads: strategy parameters, account and time range."""
 
-    params: StrategyParams = field(default_factory=StrategyParams)
-    leverage: int = 3
-    trade_pct: float = 0.80
-    max_positions: int = 3
-    top_n: int = 8
-    vr_window: int = 20
-    chop_period: int = 14
-    timeframe_ms: int = 300_000
-    rotate_ms: int = 3 * 3_600_000
+    params: StrategyParams
+    leverage: int
+    trade_pct: float
+    max_positions: int
+    top_n: int
+    vr_window: int
+    chop_period: int
+    timeframe_ms: int
+    rotate_ms: int
     start_equity: float = 10_000.0
     from_ms: int | None = None
     to_ms: int | None = None

@@ -23,19 +23,19 @@ X = TypeVar("X", float, np.ndarray)
 
 @dataclass(frozen=True, slots=True)
 class StrategyParams:
-    """The STRATEGY.md parameters the rules read, as plain floats for fast inner loops."""
+    """The STRATEGY.md parameters the rules read, as plain floats; built only from Settings."""
 
-    min_body_pct: float = 0.007
-    long_vr: float = 1.8
-    short_vr: float = 1.5
-    chop_threshold: float = 50.0
-    sl_pct: float = 0.02
-    trail_activate: float = 0.02
-    trail_stop: float = 0.005
-    surge_threshold: float = 0.04
-    surge_trail_stop: float = 0.0025
-    fee_rate: float = 0.0005
-    slippage: float = 0.0
+    min_body_pct: float
+    long_vr: float
+    short_vr: float
+    chop_threshold: float
+    sl_pct: float
+    trail_activate: float
+    trail_stop: float
+    surge_threshold: float
+    surge_trail_stop: float
+    fee_rate: float
+    slippage: float
 
     @classmethod
     def from_settings(cls, s: Settings) -> StrategyParams:

@@ -8,8 +8,9 @@ from hypothesis import strategies as st
 
 from services.backtest.engine import find_exit
 from services.signals.rules import LONG, SHORT, ExitReason, StrategyParams, on_price, open_position
+from shared.config import Settings
 
-P = StrategyParams()
+P = StrategyParams.from_settings(Settings())
 
 
 def fold(paths: list[float], side: int, entry: float) -> tuple[int, ExitReason, float] | None:

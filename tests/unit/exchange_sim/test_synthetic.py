@@ -17,6 +17,7 @@ from services.exchange_sim.synthetic import (
 )
 from services.signals import indicators, rules
 from services.signals.rules import StrategyParams
+from shared.config import Settings
 
 TF = 300_000
 
@@ -24,7 +25,7 @@ TF = 300_000
 def entry_signals(df: pd.DataFrame) -> tuple[int, int]:
     """Count long and short entry signals of STRATEGY.md at default settings."""
     o, h, lo, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
-    p = StrategyParams()
+    p = StrategyParams.from_settings(Settings())
     body = indicators.body_pct(o, c)
     vr = indicators.vol_ratio(v, 20)
     chop = indicators.chop(h, lo, c, 14)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 
 import numpy as np
@@ -21,8 +22,9 @@ from services.signals.rules import (
     stop_price,
     trail_fill_price,
 )
+from shared.config import Settings
 
-P = StrategyParams()
+P = StrategyParams.from_settings(Settings())
 below = math.nextafter
 
 
@@ -87,7 +89,7 @@ def test_vectorized_entry_is_the_same_rule() -> None:
 
 
 def test_entry_fill_and_stop_move_against_the_trader() -> None:
-    p = StrategyParams(slippage=0.001)
+    p = dataclasses.replace(P, slippage=0.001)
     assert entry_fill_price(LONG, 100.0, p) == 100.0 * 1.001
     assert entry_fill_price(SHORT, 100.0, p) == 100.0 * 0.999
     assert trail_fill_price(LONG, 100.0, p) == 100.0 * 0.999
