@@ -8,6 +8,7 @@ process is restarted if it dies; Ctrl-C (or SIGTERM) stops them all.
 from __future__ import annotations
 
 import os
+import socket
 import sys
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -30,6 +31,27 @@ class Process:
     cmd: str
     args: list[str]
     env: dict[str, str] = field(default_factory=dict)
+    port: tuple[str, int, str] | None = None  # (host, port, setting) it listens on
+
+
+def port_taken(host: str, port: int) -> bool:
+    """Return whether something already listens on host:port (bind as the servers do)."""
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
+
+
+def taken_ports(procs: list[Process]) -> list[str]:
+    """Return a line for each process whose port is already in use (it could not start)."""
+    return [
+        f"port {p.port[1]} for {p.name} is already in use (set {p.port[2]} to move it)"
+        for p in procs
+        if p.port is not None and port_taken(p.port[0], p.port[1])
+    ]
 
 
 def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
@@ -40,7 +62,8 @@ def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
     if settings.redis_url is None:
         server = EmbeddedRedis(data_dir / "redis", settings.embedded_redis_port)
         command = server.command()
-        procs.append(Process("redis", command[0], command[1:]))
+        listen = ("127.0.0.1", server.port, "TB_EMBEDDED_REDIS_PORT")
+        procs.append(Process("redis", command[0], command[1:], port=listen))
         env["TB_REDIS_URL"] = server.url
     if settings.exchange == "sim":
         procs.append(
@@ -53,6 +76,7 @@ def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
                     "--port", str(settings.sim_port),
                     "--state-file", str(data_dir / "exchange_sim.json"),
                 ],
+                port=(settings.sim_host, settings.sim_port, "TB_SIM_PORT"),
             )
         )  # fmt: skip
     missing: list[str] = []
@@ -65,11 +89,12 @@ def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
                     sys.executable,
                     ["-m", f"services.{name}"],
                     {"TB_METRICS_PORT": str(port)},
+                    port=("0.0.0.0", port, "TB_METRICS_PORT") if port else None,
                 )
             )
         else:
             missing.append(name)
-    return [Process(p.name, p.cmd, p.args, env | p.env) for p in procs], missing
+    return [Process(p.name, p.cmd, p.args, env | p.env, p.port) for p in procs], missing
 
 
 def _watcher(proc: Process) -> dict[str, Any]:
@@ -145,6 +170,14 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"  simulator API: http://{settings.sim_host}:{settings.sim_port}")
         if dry_run:
             return
+        # A server that cannot bind exits at once and circus would restart it forever,
+        # silently, while the services talk to whatever holds the port: refuse instead.
+        taken = taken_ports(procs)
+        if taken:
+            for line in taken:
+                typer.echo(f"tradebot up: {line}", err=True)
+            typer.echo("tradebot up: is another tradebot up running? Nothing started.", err=True)
+            raise typer.Exit(1)
         (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
         typer.echo("Press Ctrl-C to stop.")
         os.environ.setdefault("PYTHONUNBUFFERED", "1")

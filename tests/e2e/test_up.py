@@ -92,3 +92,29 @@ def test_up_runs_embedded_redis_with_aof_and_the_simulator(tmp_path: Path) -> No
         client.close()
     finally:
         _stop(proc)
+
+
+def test_up_refuses_to_start_when_the_redis_port_is_taken(tmp_path: Path) -> None:
+    sim_port = _free_port()
+    with socket.socket() as holder:
+        holder.bind(("127.0.0.1", 0))
+        holder.listen()
+        redis_port = int(holder.getsockname()[1])
+        env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+        env |= {
+            "TB_EMBEDDED_REDIS_PORT": str(redis_port),
+            "TB_SIM_PORT": str(sim_port),
+            "TB_METRICS_PORT": "0",
+        }
+        proc = _start(tmp_path, env)
+        try:
+            out, _ = proc.communicate(timeout=60)
+        finally:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)
+                proc.wait()
+    text = out.decode(errors="replace")
+    assert proc.returncode == 1, text
+    assert f"port {redis_port} for redis is already in use" in text
+    assert "TB_EMBEDDED_REDIS_PORT" in text
+    assert not (tmp_path / "data" / "redis" / "appendonlydir").exists()
