@@ -30,6 +30,7 @@ from tenacity import (
 )
 
 from shared import keys
+from shared.log import error_text
 from shared.metrics import BUS_ACKED, BUS_HANDLER_ERRORS, BUS_PUBLISHED, BUS_RECLAIMED, DLQ_MESSAGES
 from shared.schemas import FIELD, DlqEntry, DlqReason, Message, SchemaError, decode, encode
 
@@ -237,11 +238,11 @@ class Consumer(Generic[M]):
             except Exception as e:
                 self._errors.inc()
                 log.warning(
-                    "Bus: handler failed on %s %s (delivery %d/%d): %r",
-                    self.stream, entry_id.decode(), n, self.max_deliveries, e,
+                    "Bus: handler failed on %s %s (delivery %d/%d): %s",
+                    self.stream, entry_id.decode(), n, self.max_deliveries, error_text(e),
                 )  # fmt: skip
                 if n >= self.max_deliveries:
-                    dead.append(self._dead(entry_id, raw, fields, "handler", repr(e), n))
+                    dead.append(self._dead(entry_id, raw, fields, "handler", error_text(e), n))
                 continue
             acks.append(entry_id)
         if dead:

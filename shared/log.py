@@ -42,6 +42,12 @@ class DailyFileHandler(logging.handlers.TimedRotatingFileHandler):
         self.rolloverAt = self.computeRollover(int(now))
 
 
+def error_text(e: BaseException) -> str:
+    """Return ``Type: message`` for logs and dead letters; redis-py 8's repr drops the message."""
+    msg = str(e)
+    return f"{type(e).__name__}: {msg}" if msg else type(e).__name__
+
+
 class SecretFilter(logging.Filter):
     """Replace any known secret value in a log record with asterisks, as a last line of defence."""
 

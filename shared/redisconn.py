@@ -25,6 +25,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
 from shared.config import Settings
+from shared.log import error_text
 from shared.metrics import LEASE_HELD
 
 log = logging.getLogger(__name__)
@@ -267,9 +268,9 @@ class Lease:
                     ok = await self.renew()
             except (RedisConnectionError, RedisTimeoutError, TimeoutError) as e:
                 if time.monotonic() >= self._confirmed + give_up_s:
-                    log.error("Lease: %s given up, Redis unreachable: %r", self.key, e)
+                    log.error("Lease: %s given up, Redis unreachable: %s", self.key, error_text(e))
                     break
-                log.warning("Lease: renew of %s failed, retrying: %r", self.key, e)
+                log.warning("Lease: renew of %s failed, retrying: %s", self.key, error_text(e))
                 continue
             if not ok:
                 log.error("Lease: %s taken by another holder", self.key)

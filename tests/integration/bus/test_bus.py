@@ -213,3 +213,19 @@ async def test_entry_that_keeps_killing_consumers_is_dead_lettered(
     assert (dead.entry_id, dead.reason, dead.deliveries) == (entry_id, "deliveries", 8)
     assert seen == []
     assert await pending_count(redis_client) == 0
+
+
+async def test_dead_letter_keeps_the_message_of_a_redis_error(
+    redis_client: aioredis.Redis,
+) -> None:
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        await redis_client.lpush(STREAM, b"x")  # WRONGTYPE: the stream is not a list
+
+    consumer = Consumer(
+        redis_client, STREAM, GROUP, "c1", handle, PriceTick, block_ms=100, max_deliveries=1
+    )
+    await publish(redis_client, STREAM, tick(1))
+    async with running(consumer):
+        await eventually(lambda: _dlq_len(redis_client, 1))
+    [dead] = await dlq_entries(redis_client)
+    assert dead.error.startswith("ResponseError: WRONGTYPE"), dead.error

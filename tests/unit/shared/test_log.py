@@ -6,9 +6,12 @@ import logging
 from pathlib import Path
 
 import pytest
+import redis
 from pydantic import SecretStr
+from redis.backoff import NoBackoff
+from redis.retry import Retry
 
-from shared.log import DailyFileHandler, setup_logging
+from shared.log import DailyFileHandler, error_text, setup_logging
 
 DAY1 = 1_764_028_800.0  # 2025-11-25T00:00:00Z
 
@@ -50,3 +53,12 @@ def test_setup_logging_masks_secrets_in_file_and_stdout(
     out = capsys.readouterr().out
     assert "connecting with key **********" in out
     assert "hunter2" not in out
+
+
+def test_error_text_keeps_the_message_redis_repr_drops() -> None:
+    client = redis.Redis(port=1, socket_connect_timeout=1, retry=Retry(NoBackoff(), 0))
+    with pytest.raises(redis.ConnectionError) as info:
+        client.ping()
+    assert "connecting to" not in repr(info.value)  # redis-py 8: "network:ConnectionError"
+    assert error_text(info.value).startswith("ConnectionError: Error 111 connecting to")
+    assert error_text(TimeoutError()) == "TimeoutError"
