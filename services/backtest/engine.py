@@ -251,15 +251,17 @@ def _rotation_steps(steps: NDArray[np.int64], rotate_ms: int) -> NDArray[np.int6
 def _quote_volumes_24h(series: list[_Series], steps: NDArray[np.int64]) -> NDArray[np.float64]:
     """Return, per step and symbol, close * volume summed over candles closed in (T - 24h, T].
 
-    Computed as a difference of prefix sums (relative error ~1e-13); NaN where a symbol has
-    no candle closed in the window, which keeps it out of the universe.
+    Computed as a difference of prefix sums (relative error ~1e-13); NaN where a symbol is not
+    active, which keeps it out of the universe: no candle closed in the window, or its data
+    ended before T (a delisted market, or a symbol cut off before --from, holds no slot).
     """
     out = np.full((len(steps), len(series)), np.nan)
     for k, s in enumerate(series):
         prefix = np.concatenate([[0.0], np.cumsum(s.quote_volume)])
         lo = np.searchsorted(s.close_ms, steps - DAY_MS, "right")
         hi = np.searchsorted(s.close_ms, steps, "right")
-        out[:, k] = np.where(hi > lo, prefix[hi] - prefix[lo], np.nan)
+        active = (hi > lo) & (steps <= s.close_ms[-1])
+        out[:, k] = np.where(active, prefix[hi] - prefix[lo], np.nan)
     return out
 
 

@@ -229,6 +229,8 @@ def reference_backtest(
         if prev_t is None or (t // rotate_ms) * rotate_ms > prev_t:
             vols: dict[str, float] = {}
             for sym, cs in data.items():
+                if not cs or cs[-1].close_ms < t:
+                    continue  # its data has ended: not an active market
                 lo, hi = bisect_right(closes_ms[sym], t - DAY_MS), bisect_right(closes_ms[sym], t)
                 window = cs[lo:hi]
                 assert all(t - DAY_MS < cd.close_ms <= t for cd in window)

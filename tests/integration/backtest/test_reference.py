@@ -103,3 +103,26 @@ def test_from_to_range(seed: int) -> None:
     eng, _ = run_both(frames, Settings(**BUSY), from_ms=from_ms, to_ms=to_ms)
     assert eng.trades
     assert all(from_ms + TF <= t.entry_time_ms and t.exit_time_ms <= to_ms for t in eng.trades)
+
+
+def test_symbol_whose_data_ended_leaves_the_universe() -> None:
+    """Regression: a symbol with no more data held its universe slot for 24h after its end."""
+    frames = generate_candles(2, 4, 3)
+    big, small = list(frames)  # BTC trades far more quote volume than ETH
+    frames[big] = frames[big].iloc[: 2 * 288].reset_index(drop=True)
+    big_end = int(frames[big]["timestamp"].iloc[-1]) + TF
+    eng, _ = run_both(frames, Settings(**BUSY, top_n=1))
+    assert any(
+        t.symbol == small and big_end < t.entry_time_ms < big_end + 86_400_000 for t in eng.trades
+    )
+
+
+def test_symbol_cut_off_before_from_holds_no_universe_slot() -> None:
+    """A symbol whose candles all precede --from is warm-up only and not an active market."""
+    frames = generate_candles(4, 4, 1)
+    big = next(iter(frames))
+    t0 = int(frames[big]["timestamp"].iloc[0])
+    frames[big] = frames[big].iloc[:480].reset_index(drop=True)
+    eng, _ = run_both(frames, Settings(**BUSY, top_n=2), from_ms=t0 + 500 * TF)
+    assert eng.trades
+    assert big not in eng.symbols
