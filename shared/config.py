@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import difflib
 import os
 import sys
 import tomllib
 from contextvars import ContextVar
 from pathlib import Path
-from typing import Any, Literal, NoReturn
+from typing import Any, Literal, NoReturn, get_args
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -245,12 +246,27 @@ def _describe(err: ValidationError) -> str:
     msg = str(first.get("msg", "invalid"))
     if loc:
         field = str(loc[0])
-        return f"{env_name(field)}={first.get('input')!r}: {msg}"
+        info = Settings.model_fields.get(field)
+        secret = info is not None and SecretStr in (info.annotation, *get_args(info.annotation))
+        shown = "**********" if secret else repr(first.get("input"))
+        return f"{env_name(field)}={shown}: {msg}"
     return msg.removeprefix("Value error, ")
+
+
+def _check_env_names() -> None:
+    """Refuse a TB_* variable that names no setting: a typo would silently keep the default."""
+    known = {env_name(f) for f in Settings.model_fields} | {CONFIG_ENV}
+    for var in sorted(os.environ):
+        name = var.upper()
+        if name.startswith(ENV_PREFIX) and name not in known:
+            close = difflib.get_close_matches(name, sorted(known), n=1)
+            hint = f" (did you mean {close[0]}?)" if close else ""
+            raise ConfigError(f"{var}: unknown setting{hint}")
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
     """Build the settings from overrides, TB_* env and the TOML file; raise ConfigError if bad."""
+    _check_env_names()
     token = _config_file.set(config_file)
     try:
         return Settings(**overrides)

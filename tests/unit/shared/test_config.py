@@ -189,3 +189,18 @@ def test_cli_config_prints_every_setting_and_masks_secret() -> None:
     assert "s3cr3t-value" not in proc.stdout
     assert "k3y-value" not in proc.stdout
     assert "API_SECRET" in names
+
+
+def test_wrongly_typed_secret_is_not_echoed(tmp_path: Path) -> None:
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text("API_KEY = 123456789\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(cfg)
+    assert "TB_API_KEY=**********" in str(info.value)
+    assert "123456789" not in str(info.value)
+
+
+def test_misspelt_env_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TB_LEVERGE", "1")
+    with pytest.raises(ConfigError, match=re.escape("TB_LEVERGE: unknown setting (did you mean")):
+        load_settings()
