@@ -31,7 +31,14 @@ from tenacity import (
 
 from shared import keys
 from shared.log import error_text
-from shared.metrics import BUS_ACKED, BUS_HANDLER_ERRORS, BUS_PUBLISHED, BUS_RECLAIMED, DLQ_MESSAGES
+from shared.metrics import (
+    BUS_ACKED,
+    BUS_HANDLER_ERRORS,
+    BUS_PUBLISHED,
+    BUS_RECLAIMED,
+    BUS_TRIMMED,
+    DLQ_MESSAGES,
+)
 from shared.schemas import FIELD, DlqEntry, DlqReason, Message, SchemaError, decode, encode
 
 log = logging.getLogger(__name__)
@@ -131,6 +138,7 @@ class Consumer(Generic[M]):
         self._acked = BUS_ACKED.labels(stream, group)
         self._errors = BUS_HANDLER_ERRORS.labels(stream, group)
         self._reclaimed = BUS_RECLAIMED.labels(stream, group)
+        self._trimmed = BUS_TRIMMED.labels(stream, group)
 
     async def run(self, stop: asyncio.Event | None = None) -> None:
         """Consume until ``stop`` is set or the task is cancelled; survive Redis restarts.
@@ -192,6 +200,8 @@ class Consumer(Generic[M]):
                 self.stream, self.group, self.name, self.reclaim_idle_ms, cursor, count=self.count
             )
             cursor, entries = reply[0], reply[1]
+            if len(reply) > 2 and reply[2]:  # Redis 7+ drops these from the PEL itself
+                self._lost(reply[2])
             if entries:
                 counts = await self._deliveries(entries)
                 self._reclaimed.inc(len(entries))
@@ -217,7 +227,8 @@ class Consumer(Generic[M]):
         acks: list[bytes] = []
         dead: list[DlqEntry] = []
         for entry_id, fields in entries:
-            if fields is None:  # deleted from the stream while pending
+            if fields is None:  # deleted from the stream while pending (Redis < 7)
+                self._lost([entry_id])
                 acks.append(entry_id)
                 continue
             raw = fields.get(_FIELD)
@@ -250,6 +261,13 @@ class Consumer(Generic[M]):
         elif acks:
             await self.client.xack(self.stream, self.group, *acks)
         self._acked.inc(len(acks))
+
+    def _lost(self, entry_ids: list[bytes]) -> None:
+        self._trimmed.inc(len(entry_ids))
+        log.error(
+            "Bus: %d pending entries of %s (group %s) were trimmed before being handled, lost: %s",
+            len(entry_ids), self.stream, self.group, b" ".join(entry_ids[:10]).decode(),
+        )  # fmt: skip
 
     def _dead(
         self,

@@ -12,6 +12,11 @@ BUS_HANDLER_ERRORS = Counter(
 BUS_RECLAIMED = Counter(
     "tb_bus_reclaimed_total", "Pending messages reclaimed from dead consumers", ["stream", "group"]
 )
+BUS_TRIMMED = Counter(
+    "tb_bus_trimmed_pending_total",
+    "Pending messages trimmed from the stream before they were handled (lost)",
+    ["stream", "group"],
+)
 DLQ_MESSAGES = Counter(
     "tb_dlq_messages_total", "Messages sent to the dead-letter stream", ["stream", "reason"]
 )

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import signal
 import sys
 from pathlib import Path
 
+import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from shared.bus import Consumer, publish_many
 from shared.redisconn import EmbeddedRedis
@@ -72,3 +75,32 @@ async def _exists(client: aioredis.Redis, key: str) -> bool:
 async def _pending_zero(client: aioredis.Redis) -> bool:
     info = await client.xpending(STREAM, GROUP)
     return int(info["pending"]) == 0
+
+
+async def test_pending_entries_trimmed_away_are_reported_lost(
+    redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    ids = await publish_many(redis_client, STREAM, [tick(i) for i in range(5)])
+    await redis_client.xgroup_create(STREAM, GROUP, id="0")
+    await redis_client.xreadgroup(GROUP, "crashed", {STREAM: ">"})
+    await redis_client.xtrim(STREAM, maxlen=2, approximate=False)
+    labels = {"stream": STREAM, "group": GROUP}
+    before = REGISTRY.get_sample_value("tb_bus_trimmed_pending_total", labels) or 0
+    seen: list[PriceTick] = []
+
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        seen.append(msg)
+
+    consumer = Consumer(
+        redis_client, STREAM, GROUP, "c1", handle, PriceTick, block_ms=100, reclaim_idle_ms=1
+    )
+    with caplog.at_level(logging.ERROR, logger="shared.bus"):
+        async with running(consumer):
+            await eventually(lambda: len(seen) == 2)
+            await eventually(lambda: _pending_zero(redis_client))
+    assert [m.ts for m in seen] == [3, 4]
+    after = REGISTRY.get_sample_value("tb_bus_trimmed_pending_total", labels)
+    assert after == before + 3
+    assert any(
+        "3 pending entries" in r.getMessage() and ids[0] in r.getMessage() for r in caplog.records
+    )
