@@ -17,11 +17,15 @@ class MarketLimits:
 
 
 def round_down_to_step(amount: float, step: float) -> float:
-    """Round amount down to a multiple of step, exactly in decimal (0.3 stays 0.3, not 0.2999)."""
+    """Round amount down to a multiple of step, exactly in decimal (0.3 stays 0.3, not 0.2999).
+
+    Both go through float() first: numpy 2 prints a float64 as ``np.float64(0.3)``, which
+    Decimal cannot parse, and the backtest's equity is a float64.
+    """
     if step <= 0:
         return amount
-    d_step = Decimal(repr(step))
-    units = math.floor(Decimal(repr(amount)) / d_step)
+    d_step = Decimal(repr(float(step)))
+    units = math.floor(Decimal(repr(float(amount))) / d_step)
     return float(units * d_step)
 
 

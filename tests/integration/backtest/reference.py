@@ -13,6 +13,7 @@ from __future__ import annotations
 import math
 from bisect import bisect_right
 from dataclasses import dataclass
+from decimal import ROUND_FLOOR, Decimal
 
 import pandas as pd
 
@@ -118,8 +119,12 @@ def reference_backtest(
     start_equity: float = 10_000.0,
     from_ms: int | None = None,
     to_ms: int | None = None,
+    limits: dict[str, tuple[float, float, float]] | None = None,
 ) -> RefResult:
-    """Replay STRATEGY.md candle by candle over {symbol: OHLCV frame} and return the trades."""
+    """Replay STRATEGY.md candle by candle over {symbol: OHLCV frame} and return the trades.
+
+    ``limits`` maps a symbol to (amount step, minimum amount, minimum notional); none by default.
+    """
     tf = s.timeframe_ms
     rotate_ms = round(s.coin_rotate_hours * 3_600_000)
     data: dict[str, list[_Candle]] = {}
@@ -262,7 +267,11 @@ def reference_backtest(
                 continue
             margin = eq * s.trade_pct / s.max_positions
             qty = margin * s.leverage / cd.c
-            if qty <= 0:
+            step, min_amount, min_notional = (limits or {}).get(sym, (0.0, 0.0, 0.0))
+            if step > 0:
+                units = (Decimal(str(qty)) / Decimal(str(step))).to_integral_value(ROUND_FLOOR)
+                qty = float(units * Decimal(str(step)))
+            if qty <= 0 or qty < min_amount or qty * cd.c < min_notional:
                 continue
             fill = cd.c * (1 + s.slippage) if side == 1 else cd.c * (1 - s.slippage)
             fee = s.fee_rate * fill * qty

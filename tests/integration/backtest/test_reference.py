@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from typing import Any
 
@@ -11,6 +12,7 @@ import pytest
 
 from services.backtest.engine import BacktestConfig, BacktestResult, run_backtest
 from services.exchange_sim.synthetic import generate_candles
+from services.signals.sizing import MarketLimits
 from shared.config import Settings
 from tests.integration.backtest.reference import RefResult, reference_backtest
 
@@ -20,11 +22,16 @@ BUSY: dict[str, Any] = {"long_vr": 1.4, "short_vr": 1.2, "min_body_pct": 0.004}
 
 
 def run_both(
-    frames: dict[str, pd.DataFrame], s: Settings, **kw: Any
+    frames: dict[str, pd.DataFrame],
+    s: Settings,
+    limits: dict[str, tuple[float, float, float]] | None = None,
+    **kw: Any,
 ) -> tuple[BacktestResult, RefResult]:
     """Run engine and reference on the same candles and settings; assert they agree exactly."""
-    eng = run_backtest(frames, BacktestConfig.from_settings(s, **kw))
-    ref = reference_backtest(frames, s, **kw)
+    cfg = BacktestConfig.from_settings(s, **kw)
+    cfg = dataclasses.replace(cfg, limits={k: MarketLimits(*v) for k, v in (limits or {}).items()})
+    eng = run_backtest(frames, cfg)
+    ref = reference_backtest(frames, s, limits=limits, **kw)
     et = sorted(eng.trades, key=lambda t: (t.entry_time_ms, t.symbol))
     rt = sorted(ref.trades, key=lambda t: (t.entry_time_ms, t.symbol))
     assert len(et) == len(rt)
@@ -126,3 +133,19 @@ def test_symbol_cut_off_before_from_holds_no_universe_slot() -> None:
     eng, _ = run_both(frames, Settings(**BUSY, top_n=2), from_ms=t0 + 500 * TF)
     assert eng.trades
     assert big not in eng.symbols
+
+
+def test_amount_step_and_minimums_with_positions_open() -> None:
+    """Regression: sizing with an amount step crashed once equity was a numpy float64."""
+    frames = generate_candles(4, 4, 2)
+    btc, eth, sol, xrp = frames
+    limits = {btc: (0.001, 0.001, 5.0), eth: (0.01, 0.0, 5.0), sol: (1.0, 0.0, 0.0)}
+    limits[xrp] = (10.0, 0.0, 9_000.0)  # above margin * LEVERAGE = 8,000: XRP never trades
+    eng, _ = run_both(frames, Settings(**BUSY, max_positions=3), limits)
+    assert len(eng.trades) > 5
+    assert xrp not in {t.symbol for t in eng.trades}
+    free, _ = run_both(frames, Settings(**BUSY, max_positions=3))
+    assert xrp in {t.symbol for t in free.trades}
+    for t in eng.trades:
+        step = limits[t.symbol][0]
+        assert math.isclose(t.quantity / step, round(t.quantity / step), abs_tol=1e-6)

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import numpy as np
+
 from services.signals.sizing import MarketLimits, position_quantity, round_down_to_step
 from services.signals.universe import rank_universe, rotation_due
 
@@ -20,6 +22,13 @@ def test_round_down_is_exact_in_decimal() -> None:
     assert round_down_to_step(0.3, 0.1) == 0.3
     assert round_down_to_step(0.29999, 0.1) == 0.2
     assert round_down_to_step(7.0, 1.0) == 7.0
+
+
+def test_round_down_accepts_numpy_floats() -> None:
+    """Regression: repr(np.float64) is 'np.float64(...)', which Decimal rejected."""
+    assert round_down_to_step(np.float64(0.3), np.float64(0.1)) == 0.3
+    q = position_quantity(np.float64(10_000), 30.0, 0.8, 3, 3, MarketLimits(amount_step=0.1))
+    assert q == 266.6
 
 
 def test_minimum_amount_is_inclusive() -> None:
