@@ -464,20 +464,33 @@ class ExchangeClient:
         """Page through a Binance history endpoint in windows of at most 7 days, up to now.
 
         Binance answers allOrders/userTrades for one 7-day window per request (at most
-        HISTORY_PAGE rows); a full page continues from the last row's time.
+        HISTORY_PAGE rows); a full page continues from the last row's millisecond, not the
+        one after: rows sharing it (one order's many fills) may straddle the page boundary.
+        Rows read twice are dropped by id.
         """
         end = await self.server_time()
         if end - since_ms > HISTORY_MAX_WINDOWS * WEEK_MS:
             raise ValueError(f"{call}: since_ms is more than {HISTORY_MAX_WINDOWS} weeks ago")
         rows: list[Any] = []
+        seen: set[str] = set()
         start = since_ms
         while start <= end:
             until = start + WEEK_MS - 1
             # The last window stays open-ended so rows newer than ``end`` are not cut off.
             query = {**params, "until": until} if until < end else dict(params)
             batch = await self._call(call, partial(fetch, symbol, start, HISTORY_PAGE, query))
-            rows.extend(batch)
-            start = int(batch[-1]["timestamp"]) + 1 if len(batch) >= HISTORY_PAGE else until + 1
+            fresh = [r for r in batch if str(r["id"]) not in seen]
+            seen.update(str(r["id"]) for r in fresh)
+            rows.extend(fresh)
+            if len(batch) < HISTORY_PAGE:
+                start = until + 1
+                continue
+            last = int(batch[-1]["timestamp"])
+            if last == start:  # a whole page in one millisecond: step past it
+                log.warning(
+                    "%s: over %d rows at %d ms, some may be missed", call, HISTORY_PAGE, last
+                )
+            start = last if last > start else last + 1
         return rows
 
     async def order_history(self, symbol: str, since_ms: int) -> list[Order]:

@@ -363,3 +363,34 @@ async def test_the_executor_intent_schema_is_accepted(stub: StubExchange, fake: 
     )
     order = await make_client(stub, fake).place_order(intent)
     assert (order.client_order_id, stub.created) == ("tb-schema", 1)
+
+
+class TradeHistoryStub:
+    """userTrades as Binance pages them: from startTime, oldest first, ``limit`` rows."""
+
+    def __init__(self, times: list[int]) -> None:
+        self.options: dict[str, Any] = {"timeDifference": 0}
+        self.trades: list[dict[str, Any]] = [
+            {"id": str(i), "order": "7", "symbol": SYMBOL, "side": "buy", "timestamp": t}
+            for i, t in enumerate(times, start=1)
+        ]
+
+    async def fetch_time(self) -> int:
+        return 1_000
+
+    async def fetch_my_trades(
+        self, symbol: str, since: int, limit: int, params: dict[str, Any]
+    ) -> list[dict[str, Any]]:
+        until = params.get("until", 1 << 62)
+        return [t for t in self.trades if since <= t["timestamp"] <= until][:limit]
+
+
+async def test_trade_history_keeps_fills_that_share_a_millisecond_across_pages(
+    fake: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.exchange.HISTORY_PAGE", 3)
+    # One order's fills at 20 ms straddle the first page; the page after 20 ms must not skip id 4.
+    stub = TradeHistoryStub([10, 20, 20, 20, 30])
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    trades = await client.trade_history(SYMBOL, 0)
+    assert [t.id for t in trades] == ["1", "2", "3", "4", "5"]
