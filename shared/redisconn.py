@@ -21,6 +21,7 @@ import redis.asyncio as aioredis
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared import keys
@@ -181,6 +182,16 @@ class EmbeddedRedis:
         self.stop()
 
 
+# Idempotent: a retried SET NX whose first reply was lost must not lock ourselves out.
+_ACQUIRE = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then
+  return redis.call('PEXPIRE', KEYS[1], ARGV[2])
+end
+if redis.call('SET', KEYS[1], ARGV[1], 'NX', 'PX', ARGV[2]) then
+  return 1
+end
+return 0
+"""
 _RENEW = """
 if redis.call('GET', KEYS[1]) == ARGV[1] then
   return redis.call('PEXPIRE', KEYS[1], ARGV[2])
@@ -212,14 +223,17 @@ class Lease:
         self.key = keys.lease_key(service)
         self.ttl_ms = ttl_ms
         self.token = secrets.token_hex(16)
-        self._confirmed = 0.0  # monotonic time a command that confirmed the lease was sent
+        # Monotonic time a command that confirmed the lease was sent; -inf when not held.
+        self._confirmed = float("-inf")
+        self._give_up_s = ttl_ms * 2 / 3000
+        self._acquire: Any = client.register_script(_ACQUIRE)
         self._renew: Any = client.register_script(_RENEW)
         self._release: Any = client.register_script(_RELEASE)
 
     async def acquire(self) -> bool:
-        """Take the lease if it is free; return whether we hold it now."""
+        """Take the lease if it is free (or already ours); return whether we hold it now."""
         sent = time.monotonic()
-        ok = bool(await self.client.set(self.key, self.token, nx=True, px=self.ttl_ms))
+        ok = bool(await self._acquire(keys=[self.key], args=[self.token, self.ttl_ms]))
         if ok:
             self._confirmed = sent
             LEASE_HELD.labels(self.service).set(1)
@@ -232,11 +246,21 @@ class Lease:
         if ok:
             self._confirmed = sent
         else:
+            self._confirmed = float("-inf")
             LEASE_HELD.labels(self.service).set(0)
         return ok
 
+    def held(self) -> bool:
+        """Return whether the lease is surely still ours (no I/O): check it before acting.
+
+        Unlike the ``lost`` event of ``hold``, this is right even when the event loop was
+        stalled and the renew task could not run.
+        """
+        return time.monotonic() < self._confirmed + self._give_up_s
+
     async def release(self) -> bool:
         """Free the lease if it is still ours; return whether we freed it."""
+        self._confirmed = float("-inf")
         LEASE_HELD.labels(self.service).set(0)
         return bool(await self._release(keys=[self.key], args=[self.token]))
 
@@ -255,28 +279,30 @@ class Lease:
 
         Times count from when a successful command was sent, so they err early; the lease
         is given up two thirds of a TTL after the last confirmed renewal, leaving a third
-        for the caller to stop before another copy can take over.
+        for the caller to stop before another copy can take over. Any way out of this
+        loop (even an unexpected error) sets ``lost``.
         """
         interval = self.ttl_ms / 3000
-        give_up_s = self.ttl_ms * 2 / 3000
-        while True:
-            await asyncio.sleep(interval)
-            sent = time.monotonic()
-            left = self._confirmed + give_up_s - sent
-            try:
-                async with asyncio.timeout(max(left, 0.001)):
-                    ok = await self.renew()
-            except (RedisConnectionError, RedisTimeoutError, TimeoutError) as e:
-                if time.monotonic() >= self._confirmed + give_up_s:
-                    log.error("Lease: %s given up, Redis unreachable: %s", self.key, error_text(e))
+        try:
+            while True:
+                await asyncio.sleep(interval)
+                left = self._confirmed + self._give_up_s - time.monotonic()
+                try:
+                    async with asyncio.timeout(max(left, 0.001)):
+                        ok = await self.renew()
+                except (RedisError, TimeoutError) as e:  # READONLY, OOM, MISCONF... too
+                    if not self.held():
+                        log.error("Lease: %s given up, renew failing: %s", self.key, error_text(e))
+                        break
+                    log.warning("Lease: renew of %s failed, retrying: %s", self.key, error_text(e))
+                    continue
+                if not ok:
+                    log.error("Lease: %s taken by another holder", self.key)
                     break
-                log.warning("Lease: renew of %s failed, retrying: %s", self.key, error_text(e))
-                continue
-            if not ok:
-                log.error("Lease: %s taken by another holder", self.key)
-                break
-        LEASE_HELD.labels(self.service).set(0)
-        lost.set()
+        finally:
+            self._confirmed = float("-inf")
+            LEASE_HELD.labels(self.service).set(0)
+            lost.set()
 
     @contextlib.asynccontextmanager
     async def hold(self, stop: asyncio.Event | None = None) -> AsyncIterator[asyncio.Event]:
@@ -296,5 +322,5 @@ class Lease:
         finally:
             task.cancel()
             await asyncio.gather(task, return_exceptions=True)
-            with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
+            with contextlib.suppress(RedisError):  # best effort: it expires anyway
                 await self.release()

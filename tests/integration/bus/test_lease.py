@@ -76,3 +76,36 @@ async def test_hold_gives_up_when_redis_is_unreachable(
         redis_server.kill()
         await eventually(lost.is_set)
         redis_server.start()
+
+
+async def test_hold_signals_loss_when_renew_fails_with_a_redis_error(
+    redis_client: aioredis.Redis,
+) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=600)
+    key = keys.lease_key(SERVICE)
+    async with a.hold() as lost:
+        await redis_client.delete(key)
+        await redis_client.hset(key, "x", "y")  # renew now fails with WRONGTYPE
+        await eventually(lost.is_set)
+        assert not a.held()
+
+
+async def test_acquire_again_with_our_own_token_succeeds(redis_client: aioredis.Redis) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=60_000)
+    # As if our SET NX was applied but its reply was lost (redis-py then retries it).
+    await redis_client.set(keys.lease_key(SERVICE), a.token, px=1_000)
+    assert await a.acquire()
+    assert await redis_client.pttl(keys.lease_key(SERVICE)) > 1_000
+
+
+async def test_held_turns_false_without_the_renew_task(redis_client: aioredis.Redis) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=300)
+    assert not a.held()
+    assert await a.acquire()
+    assert a.held()
+    await eventually(lambda: not a.held())  # nothing renews: gone 2/3 of a TTL later
+    assert await a.renew()
+    assert a.held()
+    await redis_client.set(keys.lease_key(SERVICE), "someone-else")
+    assert not await a.renew()
+    assert not a.held()
