@@ -15,6 +15,7 @@ from typing import Any
 
 BUY, SELL = "BUY", "SELL"
 MAX_LEVERAGE = 125
+SPAWNED_ID_PREFIX = "sim-algo-"  # client id of the market order a triggered stop places
 DEFAULT_LEVERAGE = 20
 # (notional cap, highest leverage allowed below it, maintenance margin rate): the bracket table.
 BRACKETS: tuple[tuple[float, int, float], ...] = (
@@ -273,7 +274,7 @@ def fill_market(
     closing = min(qty, abs(pos.amount)) if reducing else 0.0
     opening = round(qty - closing, spec.quantity_precision)
     notional = qty * price
-    if not reduce_only and notional < spec.min_notional:
+    if not (reduce_only or close_position) and notional < spec.min_notional:
         raise SimError(
             -4164,
             f"Order's notional must be no smaller than {spec.min_notional:g} "
@@ -394,6 +395,8 @@ def trigger_stops(
 
     A stop whose reduce-only fill is impossible (the position is gone) ends EXPIRED, as does
     one whose fill the margin check refuses (status REJECTED); neither leaves an order.
+    The market order a stop spawns gets its own client id, not the stop's ``clientAlgoId``
+    (Binance's algo service places a new order); find it through ``actualOrderId``.
     """
     fired: list[AlgoOrder] = []
     for algo in sorted(acct.algo_orders.values(), key=lambda a: a.algo_id):
@@ -412,7 +415,7 @@ def trigger_stops(
                 algo.trigger_price,
                 {**prices, spec.symbol: algo.trigger_price},
                 now,
-                algo.client_algo_id,
+                f"{SPAWNED_ID_PREFIX}{algo.algo_id}",
                 reduce_only=algo.reduce_only,
                 orig_type="STOP_MARKET",
                 stop_price=algo.trigger_price,

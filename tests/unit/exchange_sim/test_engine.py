@@ -100,7 +100,9 @@ def test_stop_triggers_once_at_trigger_and_refuses_immediate_trigger() -> None:
     fired = engine.trigger_stops(acct, BTC, 57_000.0, PRICES, 4)
     assert fired == [algo]
     assert (algo.status, algo.actual_price, algo.trigger_time) == ("FINISHED", 58_800.0, 4)
-    assert acct.orders[algo.actual_order_id].orig_type == "STOP_MARKET"
+    spawned = acct.orders[algo.actual_order_id]
+    assert spawned.orig_type == "STOP_MARKET"
+    assert spawned.client_order_id != "s"  # a new order, found through actualOrderId
     assert engine.trigger_stops(acct, BTC, 50_000.0, PRICES, 5) == []
 
 
@@ -110,6 +112,15 @@ def test_close_position_stop_closes_whatever_is_open() -> None:
     engine.place_stop(acct, BTC, "SELL", 0.0, 59_000.0, 60_000.0, 2, "s", False, True)
     engine.trigger_stops(acct, BTC, 58_000.0, PRICES, 3)
     assert acct.position("BTCUSDT").amount == 0
+
+
+def test_close_position_stop_closes_a_position_below_min_notional() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    sell(acct, 0.099, reduce_only=True)  # 0.001 BTC left: 1 USDT at 1 000, under MIN_NOTIONAL
+    algo = engine.place_stop(acct, BTC, "SELL", 0.0, 1_000.0, 60_000.0, 2, "s", False, True)
+    engine.trigger_stops(acct, BTC, 900.0, {"BTCUSDT": 900.0}, 3)
+    assert (algo.status, acct.position("BTCUSDT").amount) == ("FINISHED", 0)
 
 
 def test_margin_type_rules() -> None:
