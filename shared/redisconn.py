@@ -34,22 +34,28 @@ log = logging.getLogger(__name__)
 # Blocking reads (XREADGROUP BLOCK) must finish well inside the socket timeout.
 SOCKET_TIMEOUT_S = 30.0
 RETRIES = 5
+MAX_CONNECTIONS = 100
 
 
 def redis_from_url(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
     """Return an asyncio client whose timeout outlasts blocking reads and that retries reconnects.
 
     redis-py 8 defaults (short socket timeout, implicit retries) break long blocking reads,
-    so both are set explicitly here.
+    so both are set explicitly here. Its default pool also fails at once with "Too many
+    connections" (a ConnectionError, i.e. an outage to the bus) when more than 100 commands
+    are in flight; this pool makes them wait for a free connection instead.
     """
-    return aioredis.Redis.from_url(
+    pool = aioredis.BlockingConnectionPool.from_url(
         url,
+        max_connections=MAX_CONNECTIONS,
+        timeout=socket_timeout,
         socket_timeout=socket_timeout,
         socket_connect_timeout=5.0,
         health_check_interval=0,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
     )
+    return aioredis.Redis.from_pool(pool)
 
 
 def connect(settings: Settings) -> aioredis.Redis:

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
-from shared.redisconn import EmbeddedRedis, redis_from_url
+from shared.redisconn import MAX_CONNECTIONS, EmbeddedRedis, redis_from_url
 
 
 async def test_embedded_server_keeps_data_across_restart(tmp_path: Path) -> None:
@@ -25,3 +26,13 @@ async def test_embedded_server_keeps_data_across_restart(tmp_path: Path) -> None
         await client.aclose()
     finally:
         server.stop()
+
+
+async def test_client_waits_for_a_free_connection_when_all_are_busy(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "data") as server:
+        client = redis_from_url(server.url)
+        try:
+            busy = [client.blpop([f"tb:test:{i}"], timeout=0.2) for i in range(MAX_CONNECTIONS + 5)]
+            assert await asyncio.gather(*busy) == [None] * (MAX_CONNECTIONS + 5)
+        finally:
+            await client.aclose()
