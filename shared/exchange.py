@@ -403,6 +403,15 @@ class ExchangeClient:
                             self._say(e),
                         )
                         return found
+                    if kind is Kind.DUPLICATE:
+                        # -4116: an OPEN order holds this id, yet the lookup cannot see it.
+                        raise OutcomeUnknown(
+                            f"place {req.client_order_id}: the exchange says an open order "
+                            f"holds this id ({self._say(e)}) but the lookup finds none; "
+                            "reconcile before resending",
+                            call,
+                            req.client_order_id,
+                        ) from e
                 if kind not in RETRYABLE:
                     raise translate(e, call, self._secrets) from e
                 log.warning(

@@ -124,6 +124,10 @@ class StubExchange:
             raise err
         if fault == "clock":
             raise ccxt.InvalidNonce("binanceusdm -1021")
+        if fault == "duplicate":  # an open order holds the id, invisible to lookups
+            raise ccxt.InvalidOrder(
+                'binanceusdm {"code":-4116,"msg":"ClientOrderId is duplicated."}'
+            )
         if fault == "late":  # queued inside the exchange: missing at the next lookup
             self.late.append({"cid": cid, "amount": amount, "visible_at": self.lookups + 2})
             raise ccxt.RequestTimeout("binanceusdm timeout")
@@ -394,3 +398,15 @@ async def test_trade_history_keeps_fills_that_share_a_millisecond_across_pages(
     client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
     trades = await client.trade_history(SYMBOL, 0)
     assert [t.id for t in trades] == ["1", "2", "3", "4", "5"]
+
+
+async def test_duplicate_id_that_the_lookup_cannot_see_is_an_unknown_outcome(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["duplicate"]
+    with pytest.raises(OutcomeUnknown) as info:
+        await make_client(stub, fake).place_order(
+            Intent("tb-held", type="stop_market", stop_price=1.0)
+        )
+    assert info.value.client_order_id == "tb-held"
+    assert stub.sends == 1
