@@ -88,6 +88,16 @@ RETRYABLE = frozenset({Kind.CLOCK, Kind.RATE_LIMIT, Kind.TIMEOUT, Kind.UNAVAILAB
 MAYBE_EXECUTED = frozenset({Kind.RATE_LIMIT, Kind.TIMEOUT, Kind.UNAVAILABLE, Kind.OTHER})
 
 _DUPLICATE_CODE = "-4116"  # DUPLICATED_CLIENT_ORDER_ID: the id is taken by an open order
+# ccxt files these Binance answers under OperationFailed (its "temporary" family), but they
+# are refusals of the order itself: not executed, and a resend meets the same answer.
+_REFUSED_CODES = frozenset({"-2020", "-2023"})  # unable to fill; account in liquidation
+_CODE = re.compile(r'"code":\s*(-?\d+)')
+
+
+def binance_code(err: BaseException) -> str | None:
+    """Return the Binance error code in a ccxt error's message (its JSON body), if any."""
+    match = _CODE.search(str(err))
+    return match.group(1) if match else None
 
 
 def classify(err: BaseException) -> Kind:
@@ -98,6 +108,8 @@ def classify(err: BaseException) -> Kind:
         return Kind.RATE_LIMIT
     if isinstance(err, ccxt.RequestTimeout):
         return Kind.TIMEOUT
+    if isinstance(err, ccxt.OperationFailed) and binance_code(err) in _REFUSED_CODES:
+        return Kind.REJECTED
     if isinstance(err, ccxt.OperationFailed):
         # NetworkError (5xx, connection reset, ...) and Binance's -1000/-1001/-1006/-1008
         # "internal error, execution status unknown" answers, and BadResponse.
