@@ -149,3 +149,37 @@ def test_amount_step_and_minimums_with_positions_open() -> None:
     for t in eng.trades:
         step = limits[t.symbol][0]
         assert math.isclose(t.quantity / step, round(t.quantity / step), abs_tol=1e-6)
+
+
+def on_coarse_grid(frames: dict[str, pd.DataFrame]) -> dict[str, pd.DataFrame]:
+    """Rescale to ~100, round prices to 0.5 and volumes to whole units: exact ties galore."""
+    out = {}
+    for sym, fr in frames.items():
+        fr = fr.copy()
+        scale = 100.0 / float(fr["close"].iloc[0])
+        for col in ("open", "close"):
+            fr[col] = np.round(fr[col] * scale * 2) / 2
+        body_hi, body_lo = fr[["open", "close"]].max(axis=1), fr[["open", "close"]].min(axis=1)
+        fr["high"] = np.maximum(np.round(fr["high"] * scale * 2) / 2, body_hi)
+        fr["low"] = np.minimum(np.round(fr["low"] * scale * 2) / 2, body_lo)
+        fr["volume"] = np.round(fr["volume"] / fr["volume"].mean() * 4)
+        out[sym] = fr
+    return out
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+@pytest.mark.parametrize("max_positions", [1, 2])
+def test_exact_thresholds_and_ties_on_a_coarse_grid(seed: int, max_positions: int) -> None:
+    """Prices on a 0.5 grid and whole volumes hit vol_ratio, stop and trail levels exactly."""
+    s = Settings(
+        long_vr=1.5,
+        short_vr=1.25,
+        min_body_pct=0.005,
+        vr_window=4,
+        chop_period=2,
+        chop_threshold=60,
+        max_positions=max_positions,
+        top_n=3,
+    )
+    eng, _ = run_both(on_coarse_grid(generate_candles(4, 4, seed)), s)
+    assert len(eng.trades) > 20
