@@ -90,7 +90,12 @@ def server_binary(prefer_path: bool = False) -> Path:
 
 
 class EmbeddedRedis:
-    """A private Redis-compatible server process with AOF in ``data_dir`` (survives restarts)."""
+    """A private Redis-compatible server process with AOF in ``data_dir`` (survives restarts).
+
+    fsync defaults to ``always``: with ``everysec`` a power loss or kernel crash loses up to
+    about 2 s of acknowledged writes (an order intent, an ack), and the bot's write rate is
+    far below what ``always`` sustains. A process crash loses nothing either way.
+    """
 
     def __init__(
         self,
@@ -98,7 +103,7 @@ class EmbeddedRedis:
         port: int | None = None,
         *,
         binary: Path | None = None,
-        fsync: Literal["always", "everysec"] = "everysec",
+        fsync: Literal["always", "everysec"] = "always",
     ) -> None:
         self.dir = Path(data_dir).resolve()
         self.port = port or free_port()
