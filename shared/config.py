@@ -185,7 +185,15 @@ class Settings(BaseSettings):
             )
         if not 1 <= self.leverage <= 125:
             raise ValueError(f"{env_name('leverage')}={self.leverage} must be between 1 and 125")
-        for name in ("max_positions", "top_n", "vr_window", "candle_limit", "max_deliveries"):
+        for name in (
+            "max_positions",
+            "top_n",
+            "vr_window",
+            "candle_limit",
+            "max_deliveries",
+            "reclaim_idle_ms",
+            "lease_ttl_ms",
+        ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{env_name(name)}={getattr(self, name)} must be at least 1")
         if self.chop_period < 2:
@@ -209,6 +217,12 @@ class Settings(BaseSettings):
         if self.scan_interval <= 0 or self.coin_rotate_hours <= 0:
             bad = "scan_interval" if self.scan_interval <= 0 else "coin_rotate_hours"
             raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
+        for name in ("embedded_redis_port", "sim_port", "metrics_port"):
+            low = 0 if name == "metrics_port" else 1  # metrics 0 = off
+            if not low <= getattr(self, name) <= 65535:
+                raise ValueError(
+                    f"{env_name(name)}={getattr(self, name)} must be a port in {low}..65535"
+                )
         has_keys = all(
             k is not None and k.get_secret_value() for k in (self.api_key, self.api_secret)
         )

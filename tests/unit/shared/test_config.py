@@ -81,6 +81,11 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
         ({"TB_FEE_RATE": "-0.1"}, "TB_FEE_RATE=-0.1 must be a fraction in (0, 1)"),
         ({"TB_SLIPPAGE": "1"}, "TB_SLIPPAGE=1.0 must be a fraction in [0, 1)"),
         ({"TB_TIMEFRAME": "7m"}, "TB_TIMEFRAME=7m must be one of"),
+        ({"TB_RECLAIM_IDLE_MS": "0"}, "TB_RECLAIM_IDLE_MS=0 must be at least 1"),
+        ({"TB_LEASE_TTL_MS": "-5"}, "TB_LEASE_TTL_MS=-5 must be at least 1"),
+        ({"TB_SIM_PORT": "70000"}, "TB_SIM_PORT=70000 must be a port in 1..65535"),
+        ({"TB_EMBEDDED_REDIS_PORT": "0"}, "TB_EMBEDDED_REDIS_PORT=0 must be a port in 1..65535"),
+        ({"TB_METRICS_PORT": "-1"}, "TB_METRICS_PORT=-1 must be a port in 0..65535"),
         ({"TB_LEVERAGE": "abc"}, "TB_LEVERAGE='abc'"),
         ({"TB_EXCHANGE": "binanceusdm"}, "needs TB_API_KEY and TB_API_SECRET"),
         (
