@@ -60,6 +60,7 @@ log = logging.getLogger(__name__)
 T = TypeVar("T")
 WEEK_MS = 7 * 86_400_000
 HISTORY_PAGE = 500
+ALGO_HISTORY_PAGE = 100  # allAlgoOrders answers at most 100 rows per request
 HISTORY_MAX_WINDOWS = 60  # about 14 months of history per call
 
 
@@ -469,13 +470,15 @@ class ExchangeClient:
         symbol: str,
         since_ms: int,
         params: dict[str, Any],
+        page: int = HISTORY_PAGE,
     ) -> list[Any]:
         """Page through a Binance history endpoint in windows of at most 7 days, up to now.
 
-        Binance answers allOrders/userTrades for one 7-day window per request (at most
-        HISTORY_PAGE rows); a full page continues from the last row's millisecond, not the
-        one after: rows sharing it (one order's many fills) may straddle the page boundary.
-        Rows read twice are dropped by id.
+        Binance answers allOrders/userTrades/allAlgoOrders for one 7-day window per request
+        (at most ``page`` rows: ask no more than the endpoint's cap, or a capped answer
+        looks like the window's last page). A full page continues from the last row's
+        millisecond, not the one after: rows sharing it (one order's many fills) may
+        straddle the page boundary. Rows read twice are dropped by id.
         """
         end = await self.server_time()
         if end - since_ms > HISTORY_MAX_WINDOWS * WEEK_MS:
@@ -487,18 +490,16 @@ class ExchangeClient:
             until = start + WEEK_MS - 1
             # The last window stays open-ended so rows newer than ``end`` are not cut off.
             query = {**params, "until": until} if until < end else dict(params)
-            batch = await self._call(call, partial(fetch, symbol, start, HISTORY_PAGE, query))
+            batch = await self._call(call, partial(fetch, symbol, start, page, query))
             fresh = [r for r in batch if str(r["id"]) not in seen]
             seen.update(str(r["id"]) for r in fresh)
             rows.extend(fresh)
-            if len(batch) < HISTORY_PAGE:
+            if len(batch) < page:
                 start = until + 1
                 continue
             last = int(batch[-1]["timestamp"])
             if last == start:  # a whole page in one millisecond: step past it
-                log.warning(
-                    "%s: over %d rows at %d ms, some may be missed", call, HISTORY_PAGE, last
-                )
+                log.warning("%s: over %d rows at %d ms, some may be missed", call, page, last)
             start = last if last > start else last + 1
         return rows
 
@@ -510,7 +511,12 @@ class ExchangeClient:
     async def stop_order_history(self, symbol: str, since_ms: int) -> list[Order]:
         """Return the symbol's conditional orders created since ``since_ms`` (allAlgoOrders)."""
         raw = await self._history(
-            "stop_history", self.ex.fetch_orders, symbol, since_ms, {"trigger": True}
+            "stop_history",
+            self.ex.fetch_orders,
+            symbol,
+            since_ms,
+            {"trigger": True},
+            ALGO_HISTORY_PAGE,
         )
         return [parse_order(o, is_stop=True) for o in raw]
 

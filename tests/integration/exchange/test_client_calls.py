@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import pytest
 from prometheus_client import REGISTRY
 
+from services.exchange_sim import engine
 from shared.config import TIMEFRAME_MS
 from shared.exchange import ExchangeClient
 from shared.exchange_models import make_client_order_id
@@ -177,3 +178,18 @@ async def test_every_call_is_timed_and_counted(client: ExchangeClient) -> None:
     await client.balance()
     assert sample("tb_exchange_calls_total", {"call": "balance", "outcome": "ok"}) == ok_before + 2
     assert sample("tb_exchange_call_seconds_count", {"call": "balance"}) == timed_before + 2
+
+
+async def test_stop_history_pages_past_the_algo_endpoint_cap(
+    client: ExchangeClient, sim: SimHandle
+) -> None:
+    # allAlgoOrders answers at most 100 rows per request: 130 stops in one week need 2 pages.
+    spec, now = sim.sim.specs["BTCUSDT"], sim.sim.now_ms()
+    for i in range(130):
+        t = now - 130 + i
+        algo = engine.place_stop(
+            sim.account, spec, "SELL", 0.01, 50_000.0, 60_000.0, t, f"tb-h{i}", True, False
+        )
+        engine.cancel_algo(sim.account, algo, t)
+    history = await client.stop_order_history(BTC, now - 3_600_000)
+    assert [o.client_order_id for o in history] == [f"tb-h{i}" for i in range(130)]
