@@ -131,7 +131,10 @@ class EmbeddedRedis:
         ]  # fmt: skip
 
     def start(self, timeout: float = 15.0) -> None:
-        """Start the server and return once it answers PING; raise if it does not in time."""
+        """Start the server and return once it answers PING; raise if it does not in time.
+
+        Raises too when the port is taken: the answer must come from the process started.
+        """
         if self.proc is not None and self.proc.poll() is None:
             return
         self.dir.mkdir(parents=True, exist_ok=True)
@@ -145,7 +148,8 @@ class EmbeddedRedis:
                 if self.proc.poll() is not None:
                     raise RuntimeError(f"redis server exited at start: {self._log_tail()}")
                 try:
-                    if client.ping():
+                    # Another server already on the port would answer too: insist on ours.
+                    if client.ping() and self._pid_on_port(client) == self.proc.pid:
                         log.info(
                             "Redis: embedded server up on port %d, AOF in %s", self.port, self.dir
                         )
@@ -158,6 +162,11 @@ class EmbeddedRedis:
                 time.sleep(0.02)
         finally:
             client.close()
+
+    @staticmethod
+    def _pid_on_port(client: redis.Redis) -> int:
+        info: Any = client.info("server")
+        return int(info["process_id"])
 
     def _log_tail(self) -> str:
         path = self.dir / "server.log"

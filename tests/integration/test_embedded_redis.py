@@ -5,6 +5,8 @@ from __future__ import annotations
 import asyncio
 from pathlib import Path
 
+import pytest
+
 from shared.redisconn import MAX_CONNECTIONS, EmbeddedRedis, redis_from_url
 
 
@@ -36,3 +38,11 @@ async def test_client_waits_for_a_free_connection_when_all_are_busy(tmp_path: Pa
             assert await asyncio.gather(*busy) == [None] * (MAX_CONNECTIONS + 5)
         finally:
             await client.aclose()
+
+
+def test_start_fails_when_another_server_holds_the_port(tmp_path: Path) -> None:
+    with EmbeddedRedis(tmp_path / "first") as first:
+        second = EmbeddedRedis(tmp_path / "second", first.port)
+        with pytest.raises(RuntimeError, match="exited at start"):
+            second.start()
+        assert second.proc is None or second.proc.poll() is not None
