@@ -176,7 +176,11 @@ def register(app: typer.Typer) -> None:
         if taken:
             for line in taken:
                 typer.echo(f"tradebot up: {line}", err=True)
-            typer.echo("tradebot up: is another tradebot up running? Nothing started.", err=True)
+            typer.echo(
+                "tradebot up: nothing started. Is another tradebot up running, or are the"
+                " children of one that was killed (SIGKILL) still there?",
+                err=True,
+            )
             raise typer.Exit(1)
         (settings.data_dir / "redis").mkdir(parents=True, exist_ok=True)
         typer.echo("Press Ctrl-C to stop.")

@@ -117,4 +117,5 @@ def test_up_refuses_to_start_when_the_redis_port_is_taken(tmp_path: Path) -> Non
     assert proc.returncode == 1, text
     assert f"port {redis_port} for redis is already in use" in text
     assert "TB_EMBEDDED_REDIS_PORT" in text
+    assert "nothing started" in text
     assert not (tmp_path / "data" / "redis" / "appendonlydir").exists()
