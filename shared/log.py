@@ -12,6 +12,7 @@ from pathlib import Path
 from pydantic import SecretStr
 
 FORMAT = "%(asctime)s %(levelname)s %(name)s: %(message)s"
+_TRACEBACK = logging.Formatter()
 
 
 class DailyFileHandler(logging.handlers.TimedRotatingFileHandler):
@@ -57,11 +58,19 @@ class SecretFilter(logging.Filter):
 
     def filter(self, record: logging.LogRecord) -> bool:
         if self._values:
-            msg = record.getMessage()
-            for v in self._values:
-                msg = msg.replace(v, "**********")
-            record.msg, record.args = msg, None
+            record.msg, record.args = self._mask(record.getMessage()), None
+            if record.exc_info and not record.exc_text:  # the formatter then uses exc_text
+                record.exc_text = _TRACEBACK.formatException(record.exc_info)
+            if record.exc_text:
+                record.exc_text = self._mask(record.exc_text)
+            if record.stack_info:
+                record.stack_info = self._mask(record.stack_info)
         return True
+
+    def _mask(self, text: str) -> str:
+        for v in self._values:
+            text = text.replace(v, "**********")
+        return text
 
 
 def setup_logging(

@@ -62,3 +62,22 @@ def test_error_text_keeps_the_message_redis_repr_drops() -> None:
     assert "connecting to" not in repr(info.value)  # redis-py 8: "network:ConnectionError"
     assert error_text(info.value).startswith("ConnectionError: Error 111 connecting to")
     assert error_text(TimeoutError()) == "TimeoutError"
+
+
+def test_setup_logging_masks_secrets_in_tracebacks(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    log = setup_logging("state", tmp_path, "INFO", secrets=[SecretStr("hunter2-very-secret")])
+    try:
+        try:
+            raise ValueError("bad url redis://:hunter2-very-secret@host:6379/0")
+        except ValueError:
+            log.exception("cannot connect")
+    finally:
+        for h in list(logging.getLogger().handlers):
+            h.close()
+            logging.getLogger().removeHandler(h)
+    [file] = tmp_path.glob("state_*.log")
+    for text in (file.read_text(), capsys.readouterr().out):
+        assert "ValueError: bad url redis://:**********@host:6379/0" in text
+        assert "hunter2" not in text
