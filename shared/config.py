@@ -9,6 +9,7 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args
+from urllib.parse import urlsplit
 
 from pydantic import Field, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
@@ -237,6 +238,18 @@ class Settings(BaseSettings):
     def timeframe_ms(self) -> int:
         """Return the candle timeframe in milliseconds."""
         return TIMEFRAME_MS[self.timeframe]
+
+    def secrets(self) -> list[SecretStr]:
+        """Return every secret (and the Redis URL's password alone) for setup_logging's filter."""
+        found = [s for s in (self.api_key, self.api_secret, self.redis_url) if s is not None]
+        if self.redis_url is not None:
+            try:
+                password = urlsplit(self.redis_url.get_secret_value()).password
+            except ValueError:  # unparsable: the whole URL is masked already
+                password = None
+            if password:
+                found.append(SecretStr(password))
+        return found
 
     def masked(self) -> dict[str, str]:
         """Return every setting as display text, upper-case names, secrets masked."""

@@ -209,3 +209,10 @@ def test_misspelt_env_setting_is_refused(monkeypatch: pytest.MonkeyPatch) -> Non
     monkeypatch.setenv("TB_LEVERGE", "1")
     with pytest.raises(ConfigError, match=re.escape("TB_LEVERGE: unknown setting (did you mean")):
         load_settings()
+
+
+def test_secrets_for_the_log_filter_include_the_redis_password() -> None:
+    s = Settings(api_key="key-1", api_secret="sec-2", redis_url="redis://u:pw-3@h:6379/0")
+    values = {v.get_secret_value() for v in s.secrets()}
+    assert values == {"key-1", "sec-2", "redis://u:pw-3@h:6379/0", "pw-3"}
+    assert Settings(api_key=None, api_secret=None, redis_url=None).secrets() == []
