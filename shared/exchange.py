@@ -375,7 +375,8 @@ class ExchangeClient:
         only enforces uniqueness among open orders), and after any send whose outcome is
         unclear (timeout, 5xx, reset) it is looked up again, until found or provably absent,
         before anything is resent. Returns the exchange's order, whatever its status (an
-        earlier order under this id, even canceled, is returned as is: one id, one order).
+        earlier order under this id, even canceled, is returned as is: one id, one order);
+        a market order answered NEW is read again until filled (see ``_filled``).
         Raises OrderRejected / InsufficientMargin (not executed), TemporaryError (not
         executed, retries exhausted), OutcomeUnknown (may exist: reconcile).
         """
@@ -385,13 +386,12 @@ class ExchangeClient:
         existing = await self._fetch(req.symbol, req.client_order_id, stop=stop)
         if existing is not None:
             log.info("Order %s already on the exchange: not resent", req.client_order_id)
-            return existing
+            return await self._filled(req, existing)
         last: BaseException | None = None
         attempts = self.tuning.send_attempts
         for attempt in range(1, attempts + 1):
             try:
                 raw = await self._attempt(call, lambda: self._send(req, stop))
-                return parse_order(raw, is_stop=stop)
             except ccxt.BaseError as e:
                 last = e
                 kind = classify(e)
@@ -403,7 +403,7 @@ class ExchangeClient:
                             req.client_order_id,
                             self._say(e),
                         )
-                        return found
+                        return await self._filled(req, found)
                     if kind is Kind.DUPLICATE:
                         # -4116: an OPEN order holds this id, yet the lookup cannot see it.
                         raise OutcomeUnknown(
@@ -424,11 +424,38 @@ class ExchangeClient:
                 )
                 if attempt < attempts:
                     await self._sleep(self.tuning.backoff.wait(attempt, e, self._rand()))
+            else:
+                return await self._filled(req, parse_order(raw, is_stop=stop))
         assert last is not None
         raise TemporaryError(
             f"{call} {req.client_order_id}: not placed after {attempts} sends: {self._say(last)}",
             call,
         ) from last
+
+    async def _filled(self, req: OrderRequest, order: Order) -> Order:
+        """Return a placed market order once filled; Binance may answer NEW before the fill.
+
+        A market order's answer (``newOrderRespType=RESULT``) is normally FILLED, but under
+        load Binance answers NEW with nothing executed yet. Read it again by client id until
+        it is no longer open, for at most a recvWindow plus slack; an order still open then
+        (or unreadable) is returned as it stands: it exists either way.
+        """
+        if order.is_stop or order.status != "open":
+            return order
+        t = self.tuning
+        deadline = self._clock() + (t.recv_window_ms + t.settle_slack_ms) / 1000
+        while self._clock() < deadline:
+            await self._sleep(t.settle_poll_ms / 1000)
+            try:
+                raw = await self._fetch_raw(req.symbol, req.client_order_id, stop=False)
+            except ccxt.BaseError as e:
+                log.warning("Order %s placed; fill not read: %s", req.client_order_id, self._say(e))
+                return order
+            if raw is not None:
+                order = parse_order(raw)
+                if order.status != "open":
+                    return order
+        return order
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
         """Cancel an order by client id; return its final state (None if it never existed)."""

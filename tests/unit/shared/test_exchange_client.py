@@ -132,6 +132,8 @@ class StubExchange:
             self.late.append({"cid": cid, "amount": amount, "visible_at": self.lookups + 2})
             raise ccxt.RequestTimeout("binanceusdm timeout")
         order = self._new_order(cid, amount)
+        if fault == "ack":  # Binance under load: answered NEW, the fill lands just after
+            return {**order, "status": "open", "filled": 0.0, "average": None}
         if fault == "drop":
             raise ccxt.ExchangeNotAvailable("binanceusdm connection reset")
         return order
@@ -410,3 +412,12 @@ async def test_duplicate_id_that_the_lookup_cannot_see_is_an_unknown_outcome(
         )
     assert info.value.client_order_id == "tb-held"
     assert stub.sends == 1
+
+
+async def test_market_order_answered_new_is_read_again_until_filled(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["ack"]
+    order = await make_client(stub, fake).place_order(Intent("tb-ack"))
+    assert (order.status, order.filled, order.average) == ("closed", 0.01, 100.0)
+    assert (stub.sends, stub.created, stub.lookups) == (1, 1, 2)  # lookup, send, re-read
