@@ -211,16 +211,27 @@ class Consumer(Generic[M]):
                 return total
 
     async def _deliveries(self, entries: list[Entry]) -> dict[bytes, int]:
-        # The range may also hold our own recently failed entries, hence the extra room.
-        pending: Any = await self.client.xpending_range(
-            self.stream,
-            self.group,
-            min=entries[0][0],
-            max=entries[-1][0],
-            count=len(entries) + 1000,
-            consumername=self.name,
-        )
-        return {p["message_id"]: int(p["times_delivered"]) for p in pending}
+        # The range may also hold many of our own recently failed entries: page through it
+        # until every claimed entry is found (a missed one would count as a first delivery).
+        wanted = {entry_id for entry_id, _ in entries}
+        found: dict[bytes, int] = {}
+        low: bytes = entries[0][0]
+        page = len(entries) + 1000
+        while True:
+            pending: Any = await self.client.xpending_range(
+                self.stream,
+                self.group,
+                min=low,
+                max=entries[-1][0],
+                count=page,
+                consumername=self.name,
+            )
+            for p in pending:
+                if p["message_id"] in wanted:
+                    found[p["message_id"]] = int(p["times_delivered"])
+            if len(found) == len(wanted) or len(pending) < page:
+                return found
+            low = b"(" + pending[-1]["message_id"]
 
     async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
         """Run the handler on each entry; ack successes and dead-letter failures in one go."""

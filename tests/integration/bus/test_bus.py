@@ -229,3 +229,33 @@ async def test_dead_letter_keeps_the_message_of_a_redis_error(
         await eventually(lambda: _dlq_len(redis_client, 1))
     [dead] = await dlq_entries(redis_client)
     assert dead.error.startswith("ResponseError: WRONGTYPE"), dead.error
+
+
+async def test_delivery_counts_found_past_many_of_our_own_pending_entries(
+    redis_client: aioredis.Redis,
+) -> None:
+    seen: list[PriceTick] = []
+    await redis_client.xgroup_create(STREAM, GROUP, id="0", mkstream=True)
+    first = await publish(redis_client, STREAM, tick(1))
+    await publish_many(redis_client, STREAM, [tick(2)] * 1001)
+    last = await publish(redis_client, STREAM, tick(3))
+    await redis_client.xreadgroup(GROUP, "c1", {STREAM: ">"})  # all pending to c1, fresh
+    # Two entries that kept killing consumers, idle long enough to be reclaimed.
+    await redis_client.xclaim(
+        STREAM, GROUP, "crashed", 0, [first, last], idle=120_000, retrycount=7
+    )
+
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        seen.append(msg)
+
+    # count=200: one XAUTOCLAIM call scans up to 2000 PEL entries, so its batch spans ours.
+    consumer = Consumer(
+        redis_client, STREAM, GROUP, "c1", handle, PriceTick, count=200, max_deliveries=3
+    )
+    assert await consumer.reclaim() == 2
+    dead = await dlq_entries(redis_client)
+    assert sorted((d.entry_id, d.reason, d.deliveries) for d in dead) == [
+        (first, "deliveries", 8),
+        (last, "deliveries", 8),
+    ]
+    assert seen == []
