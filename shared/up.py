@@ -75,6 +75,8 @@ def plan_processes(settings: Settings) -> tuple[list[Process], list[str]]:
                     "--host", settings.sim_host,
                     "--port", str(settings.sim_port),
                     "--state-file", str(data_dir / "exchange_sim.json"),
+                    "--fee-rate", str(settings.fee_rate),
+                    "--timeframe", settings.timeframe,
                 ],
                 port=(settings.sim_host, settings.sim_port, "TB_SIM_PORT"),
             )
