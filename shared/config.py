@@ -26,6 +26,7 @@ EXIT_BAD_CONFIG = 2
 # The --config file of the current load_settings() call; falls back to $TB_CONFIG.
 _config_file: ContextVar[Path | None] = ContextVar("tb_config_file", default=None)
 
+# Binance kline intervals of a fixed length (1M is not), by their exchange names.
 TIMEFRAME_MS: dict[str, int] = {
     "1m": 60_000,
     "3m": 180_000,
@@ -35,7 +36,12 @@ TIMEFRAME_MS: dict[str, int] = {
     "1h": 3_600_000,
     "2h": 7_200_000,
     "4h": 14_400_000,
+    "6h": 21_600_000,
+    "8h": 28_800_000,
+    "12h": 43_200_000,
     "1d": 86_400_000,
+    "3d": 259_200_000,
+    "1w": 604_800_000,
 }
 
 # Settings whose value must lie strictly inside (0, 1) (STRATEGY.md "every fraction").

@@ -13,24 +13,9 @@ from services.exchange_sim import payloads, trade_routes
 from services.exchange_sim.core import SIM_KEY, Simulator, sim_of
 from services.exchange_sim.engine import SimError
 from services.exchange_sim.faults import FaultConfigError
+from shared.config import TIMEFRAME_MS
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
-INTERVAL_MS = {
-    "1m": 60_000,
-    "3m": 180_000,
-    "5m": 300_000,
-    "15m": 900_000,
-    "30m": 1_800_000,
-    "1h": 3_600_000,
-    "2h": 7_200_000,
-    "4h": 14_400_000,
-    "6h": 21_600_000,
-    "8h": 28_800_000,
-    "12h": 43_200_000,
-    "1d": 86_400_000,
-    "3d": 259_200_000,
-    "1w": 604_800_000,
-}
 BODY_429 = (
     '{"code":-1003,"msg":"Too many requests; current limit of IP(127.0.0.1) request weight '
     'per minute is 2400. Please use WebSocket Streams for live updates to avoid polling the API."}'
@@ -121,7 +106,7 @@ async def klines(request: web.Request) -> web.Response:
     """GET /fapi/v1/klines: closed candles and the forming one, oldest first."""
     sim, q = sim_of(request), request.query
     spec = sim.spec(q.get("symbol"))
-    interval = INTERVAL_MS.get(q.get("interval", ""))
+    interval = TIMEFRAME_MS.get(q.get("interval", ""))
     if interval is None:
         raise SimError(-1120, "Invalid interval.")
     limit = min(_int(q, "limit", 500) or 500, 1500)

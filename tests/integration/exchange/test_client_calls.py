@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-from dataclasses import dataclass
 
 import pytest
 from prometheus_client import REGISTRY
@@ -13,21 +12,9 @@ from shared.config import TIMEFRAME_MS
 from shared.exchange import ExchangeClient
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
+from tests.integration.exchange.intents import Intent
 
 BTC = "BTC/USDT:USDT"
-
-
-@dataclass(frozen=True)
-class Intent:
-    """An order intent with the fields place_order reads."""
-
-    client_order_id: str
-    symbol: str
-    side: str
-    quantity: float
-    type: str = "market"
-    stop_price: float | None = None
-    reduce_only: bool = False
 
 
 async def test_markets_carry_precision_and_limits(client: ExchangeClient) -> None:

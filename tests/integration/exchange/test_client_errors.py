@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections import Counter
-from dataclasses import dataclass
 
 import ccxt.async_support as ccxt
 import pytest
@@ -16,25 +15,13 @@ from shared.exchange_errors import AuthError, InsufficientMargin
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
 from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, MakeClient
+from tests.integration.exchange.intents import Intent
 
 BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"
 HOUR_MS = 3_600_000
 FAULT_KINDS = ("http5xx", "http429", "http418", "timeout", "reset", "drop")
 TWENTY_PCT = dict.fromkeys(FAULT_KINDS, 0.2 / len(FAULT_KINDS))  # every kind, 20% in all
-
-
-@dataclass(frozen=True)
-class Intent:
-    """A market order intent with the fields place_order reads."""
-
-    client_order_id: str
-    symbol: str
-    side: str
-    quantity: float
-    type: str = "market"
-    stop_price: float | None = None
-    reduce_only: bool = False
 
 
 def calls(call: str, outcome: str) -> float:
