@@ -15,7 +15,7 @@ from shared.exchange_errors import AuthError, InsufficientMargin
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
 from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, MakeClient
-from tests.integration.exchange.intents import Intent
+from tests.integration.exchange.intents import Intent, place_until_settled
 
 BTC = "BTC/USDT:USDT"
 ETH = "ETH/USDT:USDT"
@@ -114,7 +114,7 @@ async def test_200_intents_under_20pct_faults_give_exactly_200_orders(
 
     async def place(intent: Intent) -> str:
         async with gate:
-            order = await client.place_order(intent)
+            order = await place_until_settled(client, intent)
             return str(order.client_order_id)
 
     placed = await asyncio.gather(*(place(i) for i in intents))
@@ -149,7 +149,7 @@ async def test_stop_intents_under_faults_give_one_algo_order_each(
 
     async def place(intent: Intent) -> str:
         async with gate:
-            order = await client.place_order(intent)
+            order = await place_until_settled(client, intent)
             assert order.is_stop
             return str(order.client_order_id)
 
