@@ -15,15 +15,21 @@ from pathlib import Path
 import pytest
 import redis
 
+from shared.redisconn import free_port
+
 pytestmark = pytest.mark.slow
 
 TRADEBOT = str(Path(sys.executable).parent / "tradebot")
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+def _env(redis_port: int, sim_port: int) -> dict[str, str]:
+    """Return this machine's environment without TB_* settings, plus the test's ports."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
+    return env | {
+        "TB_EMBEDDED_REDIS_PORT": str(redis_port),
+        "TB_SIM_PORT": str(sim_port),
+        "TB_METRICS_PORT": "0",
+    }
 
 
 def _eventually(check: Callable[[], bool], timeout: float = 30.0, what: str = "") -> None:
@@ -61,13 +67,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> str:
 
 
 def test_up_runs_embedded_redis_with_aof_and_the_simulator(tmp_path: Path) -> None:
-    redis_port, sim_port = _free_port(), _free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-    env |= {
-        "TB_EMBEDDED_REDIS_PORT": str(redis_port),
-        "TB_SIM_PORT": str(sim_port),
-        "TB_METRICS_PORT": "0",
-    }
+    redis_port, sim_port = free_port(), free_port()
+    env = _env(redis_port, sim_port)
     proc = _start(tmp_path, env)
     try:
         client = redis.Redis(port=redis_port, socket_timeout=2)
@@ -95,17 +96,12 @@ def test_up_runs_embedded_redis_with_aof_and_the_simulator(tmp_path: Path) -> No
 
 
 def test_up_refuses_to_start_when_the_redis_port_is_taken(tmp_path: Path) -> None:
-    sim_port = _free_port()
+    sim_port = free_port()
     with socket.socket() as holder:
         holder.bind(("127.0.0.1", 0))
         holder.listen()
         redis_port = int(holder.getsockname()[1])
-        env = {k: v for k, v in os.environ.items() if not k.startswith("TB_")}
-        env |= {
-            "TB_EMBEDDED_REDIS_PORT": str(redis_port),
-            "TB_SIM_PORT": str(sim_port),
-            "TB_METRICS_PORT": "0",
-        }
+        env = _env(redis_port, sim_port)
         proc = _start(tmp_path, env)
         try:
             out, _ = proc.communicate(timeout=60)
