@@ -15,7 +15,8 @@ import pytest
 from typer.testing import CliRunner
 
 from services.exchange_sim.__main__ import app, build_market
-from tests.fixtures.sim import free_port, make_sim_client
+from shared.redisconn import free_port
+from tests.fixtures.sim import make_sim_client
 
 OPTIONS = (
     "--host",
