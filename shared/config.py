@@ -144,6 +144,7 @@ class Settings(BaseSettings):
     api_key: SecretStr | None = Field(None, description="exchange API key")
     api_secret: SecretStr | None = Field(None, description="exchange API secret")
     testnet: bool = Field(False, description="use the exchange's testnet/demo endpoints")
+    live: bool = Field(False, description="confirm real-money trading on a real exchange")
     sim_host: str = Field("127.0.0.1", description="exchange simulator host")
     sim_port: int = Field(8900, description="exchange simulator port")
     metrics_port: int = Field(9100, description="Prometheus metrics port (0 = off)")
@@ -153,6 +154,13 @@ class Settings(BaseSettings):
     max_deliveries: int = Field(5, description="deliveries before a message goes to the DLQ")
     reclaim_idle_ms: int = Field(30_000, description="idle time before pending is reclaimed")
     lease_ttl_ms: int = Field(10_000, description="single-active service lease time")
+    reconcile_interval: float = Field(120, description="seconds between book/exchange checks")
+    entry_wait_ms: int = Field(
+        10_000, description="longest wait for a candle close's evaluations before allotting slots"
+    )
+    signal_max_age_ms: int = Field(
+        0, description="entry signals older than this are dropped (0 = one TIMEFRAME)"
+    )
 
     @classmethod
     def settings_customise_sources(
@@ -200,6 +208,7 @@ class Settings(BaseSettings):
             "max_deliveries",
             "reclaim_idle_ms",
             "lease_ttl_ms",
+            "entry_wait_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{env_name(name)}={getattr(self, name)} must be at least 1")
@@ -221,9 +230,13 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{env_name('timeframe')}={self.timeframe} must be one of {', '.join(TIMEFRAME_MS)}"
             )
-        if self.scan_interval <= 0 or self.coin_rotate_hours <= 0:
-            bad = "scan_interval" if self.scan_interval <= 0 else "coin_rotate_hours"
-            raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
+        for name in ("scan_interval", "coin_rotate_hours", "reconcile_interval"):
+            if getattr(self, name) <= 0:
+                raise ValueError(f"{env_name(name)}={getattr(self, name)} must be positive")
+        if self.signal_max_age_ms < 0:
+            raise ValueError(
+                f"{env_name('signal_max_age_ms')}={self.signal_max_age_ms} must be 0 or more"
+            )
         for name in ("embedded_redis_port", "sim_port", "metrics_port"):
             low = 0 if name == "metrics_port" else 1  # metrics 0 = off
             if not low <= getattr(self, name) <= 65535:
@@ -238,12 +251,37 @@ class Settings(BaseSettings):
                 f"{env_name('exchange')}={self.exchange} needs TB_API_KEY and TB_API_SECRET "
                 "in the environment"
             )
+        if self.live and self.exchange == "sim":
+            raise ValueError(
+                f"{env_name('live')}=true needs a real exchange: set TB_EXCHANGE (e.g. binanceusdm)"
+            )
+        if self.live and self.testnet:
+            raise ValueError(
+                f"{env_name('live')}=true and TB_TESTNET=true contradict each other: pick one"
+            )
+        if self.exchange != "sim" and not (self.live or self.testnet):
+            raise ValueError(
+                f"{env_name('exchange')}={self.exchange} trades real money: set TB_LIVE=true "
+                "to confirm, or TB_TESTNET=true for the exchange's demo"
+            )
         return self
 
     @property
     def timeframe_ms(self) -> int:
         """Return the candle timeframe in milliseconds."""
         return TIMEFRAME_MS[self.timeframe]
+
+    @property
+    def max_signal_age_ms(self) -> int:
+        """Return how old an entry signal's candle close may be when the executor acts on it."""
+        return self.signal_max_age_ms or self.timeframe_ms
+
+    @property
+    def mode(self) -> str:
+        """Return 'paper', 'testnet' or 'live' (what money is at stake)."""
+        if self.exchange == "sim":
+            return "paper"
+        return "testnet" if self.testnet else "live"
 
     def secrets(self) -> list[SecretStr]:
         """Return every secret (and the Redis URL's password alone) for setup_logging's filter."""

@@ -40,3 +40,54 @@ def candles_key(symbol: str, timeframe: str) -> str:
 def order_intent_key(client_order_id: str) -> str:
     """Return the key of an order intent written before the order is sent."""
     return f"{PREFIX}intent:{client_order_id}"
+
+
+# --- market_data -------------------------------------------------------------------------
+UNIVERSE = f"{PREFIX}universe"  # JSON: the active universe (shared.book.Universe)
+LAST_PRICES = f"{PREFIX}md:prices"  # hash symbol -> JSON {price, ts}: the latest tick
+LAST_CANDLE = f"{PREFIX}md:last_candle"  # hash symbol -> open time of the last published candle
+MD_CLOCK = f"{PREFIX}md:clock"  # exchange ms up to which candles and ticks are published
+
+
+def close_expected_key(close_ms: int) -> str:
+    """Return the key holding how many candles market_data published for one close time."""
+    return f"{PREFIX}close:{close_ms}:expected"
+
+
+def close_evaluated_key(close_ms: int) -> str:
+    """Return the set of symbols whose candle of one close time a signals worker evaluated."""
+    return f"{PREFIX}close:{close_ms}:evaluated"
+
+
+# --- executor ----------------------------------------------------------------------------
+HALT = f"{PREFIX}halt"  # set = no new entries (JSON {reason, ts}); exits still managed
+OPEN_INTENTS = f"{PREFIX}exec:open_intents"  # set of client order ids not yet settled
+PENDING_ENTRIES = f"{PREFIX}exec:pending"  # hash symbol -> position id: entry not yet in book
+ENTRY_BATCHES = f"{PREFIX}exec:batches"  # zset close_ms -> first arrival ms: closes to allot
+
+
+def entry_batch_key(close_ms: int) -> str:
+    """Return the hash (signal id -> entry signal) of the entries of one candle close."""
+    return f"{PREFIX}exec:batch:{close_ms}"
+
+
+def signal_done_key(signal_id: str) -> str:
+    """Return the key recording how the executor settled a signal (its dedupe record)."""
+    return f"{PREFIX}exec:signal:{signal_id}"
+
+
+# --- state: the position book ------------------------------------------------------------
+BOOK_POSITIONS = f"{PREFIX}book:positions"  # hash position id -> BookPosition JSON
+BOOK_TRADES = f"{PREFIX}book:trades"  # hash position id -> ClosedTrade JSON
+BOOK_TRADE_LOG = f"{PREFIX}book:trade_log"  # zset position id by exit time (recent trades)
+BOOK_ACCOUNT = f"{PREFIX}book:account"  # JSON: wallet, equity, unrealised PnL, ts
+STATE_TICK_MS = f"{PREFIX}state:tick_ms"  # exchange ms of the newest price event state handled
+
+
+# --- every service -----------------------------------------------------------------------
+def heartbeat_key(service: str, instance: str) -> str:
+    """Return the expiring key a running service instance refreshes (tradebot status)."""
+    return f"{PREFIX}hb:{service}:{instance}"
+
+
+HEARTBEAT_PATTERN = f"{PREFIX}hb:*"

@@ -32,6 +32,55 @@ EXCHANGE_LATENCY = Histogram(
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
 
+SERVICE_RESTARTS = Counter(
+    "tb_service_starts_total", "Service process starts (restarts show as increases)", ["service"]
+)
+
+# market_data
+CANDLES_PUBLISHED = Counter("tb_md_candles_published_total", "Closed candles published")
+TICKS_PUBLISHED = Counter("tb_md_ticks_published_total", "Price ticks published")
+SYMBOL_FAILURES = Counter(
+    "tb_md_symbol_failures_total", "Candle fetches that failed, per symbol", ["symbol"]
+)
+SYMBOLS_SKIPPED = Gauge("tb_md_symbols_skipped", "Universe symbols skipped after repeated failures")
+UNIVERSE_SIZE = Gauge("tb_universe_size", "Symbols in the active universe")
+UNIVERSE_ROTATIONS = Counter("tb_universe_rotations_total", "Universe rotations")
+CANDLE_GAPS = Counter("tb_md_candle_gaps_total", "Candle gaps found and refilled", ["symbol"])
+
+# signals
+CANDLES_EVALUATED = Counter("tb_signals_candles_evaluated_total", "Closed candles evaluated")
+ENTRY_SIGNALS = Counter("tb_signals_entry_total", "Entry signals published", ["side"])
+
+# executor
+ORDERS = Counter(
+    "tb_orders_total",
+    "Orders by purpose and outcome (filled, rejected, unknown...)",
+    ["purpose", "outcome"],
+)
+ENTRIES_REFUSED = Counter(
+    "tb_entries_refused_total", "Entry signals not traded, by reason", ["reason"]
+)
+INTENTS_OPEN = Gauge("tb_intents_open", "Order intents written and not yet settled")
+SIGNAL_TO_ORDER = Histogram(
+    "tb_signal_to_order_seconds",
+    "Candle close (exchange time) to entry fill",
+    buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
+)
+
+# state
+POSITIONS_OPEN = Gauge("tb_positions_open", "Open positions in the book")
+EQUITY = Gauge("tb_equity", "Account equity (wallet + unrealised PnL), quote currency")
+UNREALIZED_PNL = Gauge("tb_unrealized_pnl", "Unrealised PnL of the open positions")
+REALIZED_PNL = Gauge("tb_realized_pnl", "Sum of the closed trades' PnL in the book")
+TRADES_CLOSED = Counter("tb_trades_closed_total", "Trades closed, by exit reason", ["reason"])
+EXIT_SIGNALS = Counter("tb_exit_signals_total", "Exit signals sent, by reason", ["reason"])
+RECONCILE_CORRECTIONS = Counter(
+    "tb_reconcile_corrections_total",
+    "Book corrections made by reconciliation, by kind",
+    ["kind"],
+)
+RECONCILE_RUNS = Counter("tb_reconcile_runs_total", "Reconciliations, by outcome", ["outcome"])
+
 
 def serve_metrics(port: int) -> None:
     """Serve the default registry on ``port`` (0 disables it)."""

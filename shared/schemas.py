@@ -164,8 +164,14 @@ class OrderIntent(Message):
 
 
 class OrderEvent(Message):
-    """A fact about an order from the executor (events stream); natural id is ``event_id``."""
+    """A fact about an order from the executor (events stream); natural id is ``event_id``.
 
+    v2 adds ``position_id`` (the position the order opens, protects or closes) and
+    ``reason`` (why an exit or stop fill closed it); v1 entries still decode.
+    """
+
+    VERSION: ClassVar[int] = 2
+    v: Annotated[int, Field(ge=1, le=2)] = 2
     kind: Literal["order"] = "order"
     event: Literal["submitted", "filled", "rejected", "canceled", "stop_placed", "stop_filled"]
     client_order_id: Text
@@ -178,6 +184,8 @@ class OrderEvent(Message):
     price: Price | None = None
     fee: Volume = 0.0
     error: str | None = None
+    position_id: str | None = None
+    reason: ExitReason | None = None
     ts: TimeMs
 
     @property
@@ -205,6 +213,37 @@ class PositionEvent(Message):
     ts: TimeMs
 
 
+def stop_command_id(position_id: str, seq: int) -> str:
+    """Return the id of a stop command: one protective stop per position and sequence number."""
+    return f"{position_id}|stop|{seq}"
+
+
+class StopCommand(Message):
+    """State asks the executor to place a position's protective stop (adopted, or repaired).
+
+    ``seq`` 0 is the stop placed right after the entry; each repair takes the next number,
+    and so a new client order id (Binance keeps one id per order forever).
+    """
+
+    kind: Literal["stop"] = "stop"
+    id: Text
+    position_id: Text
+    symbol: Text
+    side: Side
+    quantity: Quantity
+    stop_price: Price
+    seq: Annotated[int, Field(ge=0)]
+    reason: str = ""
+    ts: TimeMs
+
+    @model_validator(mode="after")
+    def _check_id(self) -> StopCommand:
+        want = stop_command_id(self.position_id, self.seq)
+        if self.id != want:
+            raise ValueError(f"id must be {want!r}")
+        return self
+
+
 class DlqEntry(Message):
     """A message that could not be handled, copied to the dead-letter stream with its origin."""
 
@@ -226,6 +265,7 @@ KINDS: dict[str, type[Message]] = {
         PriceTick,
         EntrySignal,
         ExitSignal,
+        StopCommand,
         OrderIntent,
         OrderEvent,
         PositionEvent,

@@ -92,6 +92,23 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
             {"TB_EXCHANGE": "binanceusdm", "TB_API_KEY": "k", "TB_API_SECRET": ""},
             "needs TB_API_KEY and TB_API_SECRET",
         ),
+        (
+            {"TB_EXCHANGE": "binanceusdm", "TB_API_KEY": "k", "TB_API_SECRET": "s"},
+            "TB_EXCHANGE=binanceusdm trades real money: set TB_LIVE=true to confirm",
+        ),
+        ({"TB_LIVE": "true"}, "TB_LIVE=true needs a real exchange"),
+        (
+            {
+                "TB_EXCHANGE": "binanceusdm",
+                "TB_API_KEY": "k",
+                "TB_API_SECRET": "s",
+                "TB_LIVE": "true",
+                "TB_TESTNET": "true",
+            },
+            "contradict each other",
+        ),
+        ({"TB_RECONCILE_INTERVAL": "0"}, "TB_RECONCILE_INTERVAL=0.0 must be positive"),
+        ({"TB_ENTRY_WAIT_MS": "0"}, "TB_ENTRY_WAIT_MS=0 must be at least 1"),
     ],
 )
 def test_invalid_settings_name_setting_value_and_rule(
@@ -216,3 +233,10 @@ def test_secrets_for_the_log_filter_include_the_redis_password() -> None:
     values = {v.get_secret_value() for v in s.secrets()}
     assert values == {"key-1", "sec-2", "redis://u:pw-3@h:6379/0", "pw-3"}
     assert Settings(api_key=None, api_secret=None, redis_url=None).secrets() == []
+
+
+def test_mode_names_what_money_is_at_stake() -> None:
+    assert Settings().mode == "paper"
+    keys = {"api_key": "k", "api_secret": "s"}
+    assert Settings(exchange="binanceusdm", testnet=True, **keys).mode == "testnet"
+    assert Settings(exchange="binanceusdm", live=True, **keys).mode == "live"

@@ -116,7 +116,7 @@ def test_testnet_uses_binance_demo_trading() -> None:
 
 
 def test_unknown_exchange_id_is_a_clear_error() -> None:
-    settings = Settings(exchange="nosuchexchange", api_key="k", api_secret="s")
+    settings = Settings(exchange="nosuchexchange", api_key="k", api_secret="s", live=True)
     with pytest.raises(ValueError, match="nosuchexchange"):
         create_ccxt(settings)
 
