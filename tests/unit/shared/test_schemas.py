@@ -22,11 +22,13 @@ from shared.schemas import (
     PositionEvent,
     PriceTick,
     SchemaError,
+    StopCommand,
     Side,
     decode,
     encode,
     entry_signal_id,
     exit_signal_id,
+    stop_command_id,
 )
 
 prices = st.floats(min_value=1e-9, max_value=1e9, allow_nan=False, allow_infinity=False)
@@ -68,8 +70,19 @@ def exits(draw: st.DrawFn) -> ExitSignal:
     )  # fmt: skip
 
 
+@st.composite
+def stop_commands(draw: st.DrawFn) -> StopCommand:
+    pos, seq = draw(names), draw(st.integers(0, 50))
+    return StopCommand(
+        id=stop_command_id(pos, seq), position_id=pos, symbol=draw(names), side=draw(sides),
+        quantity=draw(prices), stop_price=draw(prices), seq=seq, reason=draw(st.text()),
+        ts=draw(times),
+    )  # fmt: skip
+
+
 messages = st.one_of(
     candles(),
+    stop_commands(),
     entries(),
     exits(),
     st.builds(PriceTick, symbol=names, price=prices, ts=times),
@@ -84,7 +97,7 @@ messages = st.one_of(
         client_order_id=names, exchange_order_id=st.none() | names, signal_id=names,
         symbol=names, side=st.sampled_from(["buy", "sell"]), purpose=st.just("entry"),
         quantity=prices, price=st.none() | prices, fee=volumes, error=st.none() | st.text(),
-        ts=times,
+        position_id=st.none() | names, reason=st.none() | exit_reasons, ts=times,
     ),
     st.builds(
         PositionEvent, event=st.sampled_from(["opened", "closed"]), position_id=names,
@@ -109,8 +122,27 @@ def test_every_message_round_trips(msg: Message) -> None:
 
 def test_every_kind_is_covered() -> None:
     assert set(KINDS) == {
-        "candle", "tick", "entry", "exit", "intent", "order", "position", "dlq"
+        "candle", "tick", "entry", "exit", "stop", "intent", "order", "position", "dlq"
     }  # fmt: skip
+
+
+def test_order_event_v1_still_decodes() -> None:
+    v1 = (
+        b'{"v":1,"kind":"order","event":"filled","client_order_id":"c","signal_id":"s",'
+        b'"symbol":"BTC/USDT","side":"buy","purpose":"entry","quantity":1.0,"ts":1}'
+    )
+    msg = decode(v1, OrderEvent)
+    assert (msg.v, msg.position_id, msg.reason) == (1, None, None)
+    assert OrderEvent.model_validate(msg.model_dump() | {"v": 2}).v == 2
+
+
+def test_stop_command_id_must_be_deterministic() -> None:
+    good = StopCommand(
+        id=stop_command_id("p", 1), position_id="p", symbol="BTC/USDT", side="long",
+        quantity=1, stop_price=98, seq=1, ts=1,
+    )  # fmt: skip
+    with pytest.raises(SchemaError, match="id must be"):
+        decode(encode(good).replace(b'"id":"', b'"id":"x'), StopCommand)
 
 
 def good_candle() -> dict[str, Any]:
