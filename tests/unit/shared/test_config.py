@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
+from pydantic import SecretStr
 
 from shared.config import ConfigError, Settings, load_settings
 
@@ -237,6 +238,8 @@ def test_secrets_for_the_log_filter_include_the_redis_password() -> None:
 
 def test_mode_names_what_money_is_at_stake() -> None:
     assert Settings().mode == "paper"
-    keys = {"api_key": "k", "api_secret": "s"}
-    assert Settings(exchange="binanceusdm", testnet=True, **keys).mode == "testnet"
-    assert Settings(exchange="binanceusdm", live=True, **keys).mode == "live"
+    key, secret = SecretStr("k"), SecretStr("s")
+    real = Settings(exchange="binanceusdm", testnet=True, api_key=key, api_secret=secret)
+    assert real.mode == "testnet"
+    real = Settings(exchange="binanceusdm", live=True, api_key=key, api_secret=secret)
+    assert real.mode == "live"
