@@ -20,6 +20,7 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Generic, TypeVar
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
 from tenacity import (
     AsyncRetrying,
@@ -74,6 +75,15 @@ async def publish_many(client: aioredis.Redis, stream: str, msgs: Sequence[Messa
     ids = replies[:-1]
     BUS_PUBLISHED.labels(stream).inc(len(ids))
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
+
+
+def publish_in(pipe: Pipeline, stream: str, msg: Message) -> None:
+    """Queue one publish on a pipeline or MULTI/EXEC block, so it lands with the caller's writes.
+
+    Counted as published when queued; the caller executes the pipeline.
+    """
+    pipe.xadd(stream, {_FIELD: encode(msg)}, maxlen=_maxlen(stream), approximate=True)
+    BUS_PUBLISHED.labels(stream).inc()
 
 
 async def ensure_group(
