@@ -25,9 +25,9 @@ import pandas as pd
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from services.backtest.engine import BacktestConfig, Trade, candidate_sides, run_backtest
-from services.exchange_sim.synthetic import generate_candles
 from services.signals.rules import LONG, SHORT
 from shared.config import Settings
+from shared.synthetic import generate_candles
 
 TF = 300_000
 DAY_CANDLES = 86_400_000 // TF

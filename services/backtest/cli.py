@@ -12,10 +12,11 @@ from typing import Annotated, NoReturn
 import pandas as pd
 import typer
 
-from services.backtest.data import DataError, find_gaps, load_candles
 from services.backtest.engine import BacktestConfig, Progress, run_backtest
 from services.backtest.report import iso_utc, write_report
+from shared.candles import DataError, find_gaps, load_candles
 from shared.config import ConfigError, exit_bad_config, load_settings
+from shared.synthetic import generate_candles
 
 EXIT_BAD_INPUT = 2
 PROGRESS_MIN_CANDLES = 2_000_000
@@ -111,8 +112,6 @@ def register(app: typer.Typer) -> None:
             n, days, seed = synthetic
             if n < 1 or days <= 0:
                 fail(f"--synthetic {n} {days} {seed}: need SYMBOLS >= 1 and DAYS > 0")
-            from services.exchange_sim.synthetic import generate_candles
-
             frames = generate_candles(n, days, seed, timeframe_ms=tf)
             if wanted is not None:
                 missing = [s for s in wanted if s not in frames]

@@ -14,12 +14,12 @@ from typing import Annotated
 import typer
 from aiohttp import web
 
-from services.backtest.data import load_candles
 from services.exchange_sim.app import make_app, run_clock
 from services.exchange_sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from services.exchange_sim.core import DEFAULT_BALANCE, DEFAULT_FEE_RATE, Simulator
 from services.exchange_sim.faults import FaultConfigError, FaultPlan, parse_rates
 from services.exchange_sim.market import Market
+from shared.candles import load_candles
 from shared.config import TIMEFRAME_MS
 from shared.log import setup_logging
 

@@ -25,15 +25,15 @@ import numpy as np
 import numpy.typing as npt
 import pandas as pd
 
-from services.backtest.data import infer_timeframe_ms, load_candles
 from services.exchange_sim.feed import Kline, Ticker24h
-from services.exchange_sim.synthetic import (
+from services.signals.path import candle_price_paths
+from shared.candles import infer_timeframe_ms, load_candles
+from shared.synthetic import (
     BASE_TIMEFRAME_MS,
     DAY_MS,
     SyntheticSeries,
     candles_frame,
 )
-from services.signals.path import candle_price_paths
 
 DEFAULT_WARMUP = 300  # candles of closed history at start: > CANDLE_LIMIT and > 24h at 5m
 

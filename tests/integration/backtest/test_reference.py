@@ -11,9 +11,9 @@ import pandas as pd
 import pytest
 
 from services.backtest.engine import BacktestConfig, BacktestResult, run_backtest
-from services.exchange_sim.synthetic import generate_candles
 from services.signals.sizing import MarketLimits
 from shared.config import Settings
+from shared.synthetic import generate_candles
 from tests.integration.backtest.reference import RefResult, reference_backtest
 
 TF = 300_000

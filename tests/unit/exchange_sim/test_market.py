@@ -12,8 +12,8 @@ from hypothesis import strategies as st
 
 from services.exchange_sim.feed import MarketFeed
 from services.exchange_sim.market import DEFAULT_WARMUP, Market, exchange_symbol
-from services.exchange_sim.synthetic import DEFAULT_START_MS, generate_candles
 from services.signals.path import candle_price_path
+from shared.synthetic import DEFAULT_START_MS, generate_candles
 
 TF = 300_000
 Q = TF // 4

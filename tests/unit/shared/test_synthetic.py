@@ -8,16 +8,16 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from services.exchange_sim.synthetic import (
+from services.signals import indicators, rules
+from services.signals.rules import StrategyParams
+from shared.config import Settings
+from shared.synthetic import (
     COLUMNS,
     DEFAULT_START_MS,
     SyntheticSeries,
     generate_candles,
     symbol_names,
 )
-from services.signals import indicators, rules
-from services.signals.rules import StrategyParams
-from shared.config import Settings
 
 TF = 300_000
 

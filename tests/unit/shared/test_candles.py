@@ -7,7 +7,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from services.backtest.data import DataError, find_gaps, infer_timeframe_ms, load_candles
+from shared.candles import DataError, find_gaps, infer_timeframe_ms, load_candles
 
 T0 = 1_704_067_200_000  # 2024-01-01T00:00:00Z
 TF = 300_000
