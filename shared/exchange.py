@@ -28,6 +28,7 @@ from shared.exchange_errors import (
     RETRYABLE,
     Kind,
     OutcomeUnknown,
+    SendRefused,
     TemporaryError,
     classify,
     describe,
@@ -58,6 +59,7 @@ __all__ = ["ExchangeClient", "OrderRequest", "Tuning", "create_ccxt"]
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+Guard = Callable[[], bool]
 WEEK_MS = 7 * 86_400_000
 HISTORY_PAGE = 500
 ALGO_HISTORY_PAGE = 100  # allAlgoOrders answers at most 100 rows per request
@@ -356,8 +358,25 @@ class ExchangeClient:
                 return None
             await self._sleep(min(remaining, t.settle_poll_ms / 1000))
 
-    async def _send(self, req: OrderRequest, stop: bool) -> Any:
-        params: dict[str, Any] = {"clientOrderId": req.client_order_id}
+    async def _send(self, req: OrderRequest, stop: bool, guard: Guard | None) -> Any:
+        """Send once, if the guard allows it, with the request's timestamp pinned to now.
+
+        The guard (e.g. "the lease is still ours") is checked right before the request is
+        built, and the signed timestamp is taken at that same moment, with no await in
+        between: so any send made under a guard that held at time T is refused by the
+        exchange once T + recvWindow has passed, however long this process stalls after
+        the check. A new lease holder that waits a recvWindow (plus clock slack) before its
+        first send can therefore never see an old holder's order land after its own.
+        """
+        if guard is not None and not guard():
+            raise SendRefused(
+                f"place {req.client_order_id}: not sent, this copy may no longer act",
+                "place_stop" if stop else "place_order",
+            )
+        params: dict[str, Any] = {
+            "clientOrderId": req.client_order_id,
+            "timestamp": self.exchange_now_ms(),
+        }
         if req.reduce_only:
             params["reduceOnly"] = True
         if stop:
@@ -368,17 +387,21 @@ class ExchangeClient:
             req.symbol, "market", req.side, req.quantity, None, params
         )
 
-    async def place_order(self, req: OrderRequest) -> Order:
+    async def place_order(self, req: OrderRequest, guard: Guard | None = None) -> Order:
         """Place a market or stop-market order at most once per client order id.
 
         The id is looked up first (a filled order's id is accepted again by Binance, which
         only enforces uniqueness among open orders), and after any send whose outcome is
         unclear (timeout, 5xx, reset) it is looked up again, until found or provably absent,
-        before anything is resent. Returns the exchange's order, whatever its status (an
+        before anything is resent; every resend is preceded by one more lookup. ``guard``
+        is checked right before every send (see ``_send``): when it says no, SendRefused
+        is raised and nothing more is sent. Returns the exchange's order, whatever its status (an
         earlier order under this id, even canceled, is returned as is: one id, one order);
         a market order answered NEW is read again until filled (see ``_filled``).
         Raises OrderRejected / InsufficientMargin (not executed), TemporaryError (not
-        executed, retries exhausted), OutcomeUnknown (may exist: reconcile).
+        executed, retries exhausted), OutcomeUnknown (may exist: reconcile), SendRefused
+        (the guard said no: this attempt sent nothing, an earlier one of this call may
+        have been sent and was proven absent or is still unclear: reconcile).
         """
         check_client_order_id(req.client_order_id)
         stop = req.type == "stop_market"
@@ -390,8 +413,15 @@ class ExchangeClient:
         last: BaseException | None = None
         attempts = self.tuning.send_attempts
         for attempt in range(1, attempts + 1):
+            if attempt > 1:
+                # A resend follows a failure that proved nothing was placed, but another
+                # copy may have placed the id since: look once more before sending again.
+                again = await self._fetch(req.symbol, req.client_order_id, stop=stop)
+                if again is not None:
+                    log.warning("Order %s found before resending: not resent", req.client_order_id)
+                    return await self._filled(req, again)
             try:
-                raw = await self._attempt(call, lambda: self._send(req, stop))
+                raw = await self._attempt(call, lambda: self._send(req, stop, guard))
             except ccxt.BaseError as e:
                 last = e
                 kind = classify(e)
@@ -456,6 +486,16 @@ class ExchangeClient:
                 if order.status != "open":
                     return order
         return order
+
+    async def fetch_order_by_id(self, symbol: str, order_id: str) -> Order | None:
+        """Return a plain order by the exchange's id (a triggered stop's market order), or None."""
+        try:
+            raw = await self._retrying("fetch_order", lambda: self.ex.fetch_order(order_id, symbol))
+        except ccxt.OrderNotFound:
+            return None
+        except ccxt.BaseError as e:
+            raise translate(e, "fetch_order", self._secrets) from e
+        return parse_order(raw)
 
     async def cancel_order(self, symbol: str, client_order_id: str) -> Order | None:
         """Cancel an order by client id; return its final state (None if it never existed)."""

@@ -57,6 +57,10 @@ class InsufficientMargin(OrderRejected):
     """The order needs more margin (or position) than the account has."""
 
 
+class SendRefused(ExchangeFailure):
+    """The caller's guard refused a send (this copy may no longer act); nothing was sent."""
+
+
 class OutcomeUnknown(ExchangeFailure):
     """An order may or may not exist; the lookup by client order id could not settle it."""
 

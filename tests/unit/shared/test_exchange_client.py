@@ -21,6 +21,7 @@ from shared.exchange_errors import (
     InsufficientMargin,
     OrderRejected,
     OutcomeUnknown,
+    SendRefused,
     TemporaryError,
 )
 from shared.schemas import OrderIntent
@@ -75,6 +76,8 @@ class StubExchange:
         self.lookup_faults: list[str] = []
         self.balance_faults: list[BaseException] = []
         self.late: list[dict[str, Any]] = []  # orders that appear on the next lookup
+        self.sent_params: list[dict[str, Any]] = []
+        self.on_lookup: Callable[[], None] | None = None  # e.g. another copy places the id
 
     def milliseconds(self) -> int:
         return 0
@@ -110,6 +113,7 @@ class StubExchange:
         self, symbol: str, type: str, side: str, amount: float, price: Any, params: dict[str, Any]
     ) -> dict[str, Any]:
         self.sends += 1
+        self.sent_params.append(dict(params))
         fault = self.send_faults.pop(0) if self.send_faults else ""
         cid = params["clientOrderId"]
         if fault == "insufficient":
@@ -143,6 +147,8 @@ class StubExchange:
         fault = self.lookup_faults.pop(0) if self.lookup_faults else ""
         if fault == "timeout":
             raise ccxt.RequestTimeout("binanceusdm lookup timeout")
+        if self.on_lookup is not None:
+            self.on_lookup()
         for pending in [p for p in self.late if p["visible_at"] <= self.lookups]:
             self._new_order(pending["cid"], pending["amount"])
             self.late.remove(pending)
@@ -421,3 +427,41 @@ async def test_market_order_answered_new_is_read_again_until_filled(
     order = await make_client(stub, fake).place_order(Intent("tb-ack"))
     assert (order.status, order.filled, order.average) == ("closed", 0.01, 100.0)
     assert (stub.sends, stub.created, stub.lookups) == (1, 1, 2)  # lookup, send, re-read
+
+
+async def test_guard_that_says_no_sends_nothing(stub: StubExchange, fake: FakeTime) -> None:
+    with pytest.raises(SendRefused):
+        await make_client(stub, fake).place_order(Intent("tb-g1"), guard=lambda: False)
+    assert stub.sends == 0
+
+
+async def test_guard_is_checked_again_before_a_resend(stub: StubExchange, fake: FakeTime) -> None:
+    answers = iter([True, False])
+    stub.send_faults = ["clock"]  # -1021: provably not placed, normally resent at once
+    with pytest.raises(SendRefused):
+        await make_client(stub, fake).place_order(Intent("tb-g2"), guard=lambda: next(answers))
+    assert (stub.sends, stub.created) == (1, 0)
+
+
+async def test_every_send_pins_the_signed_timestamp_to_the_guard_check(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.options["timeDifference"] = -250  # exchange clock 250 ms ahead of ours
+    await make_client(stub, fake).place_order(Intent("tb-g3"))
+    assert stub.sent_params[0]["timestamp"] == 250  # milliseconds() 0 minus the offset
+
+
+async def test_a_resend_is_preceded_by_a_lookup(stub: StubExchange, fake: FakeTime) -> None:
+    client = make_client(stub, fake)
+    stub.send_faults = ["clock"]
+    lookups: list[int] = []
+
+    def another_copy_places_it() -> None:
+        lookups.append(stub.lookups)
+        if len(lookups) == 2:  # after the first lookup and the failed send
+            stub._new_order("tb-g4", 0.01)
+
+    stub.on_lookup = another_copy_places_it
+    order = await client.place_order(Intent("tb-g4"))
+    assert order.client_order_id == "tb-g4"
+    assert (stub.sends, stub.created) == (1, 1)  # found before the resend: not sent twice
