@@ -41,8 +41,8 @@ async def test_send_stalled_past_recv_window_is_refused_and_not_resent(
     client.ex.sign = stall_before_signing_an_order
     cid = make_client_order_id("fence", "entry")
     answers = iter([True])  # the lease held at the first check only
+    intent = Intent(cid, "BTC/USDT:USDT", "buy", 0.01)
     with pytest.raises(SendRefused):
-        intent = Intent(cid, "BTC/USDT:USDT", "buy", 0.01)
         await client.place_order(intent, guard=lambda: next(answers, False))
     assert stalled == ["order"]
     assert await client.fetch_order("BTC/USDT:USDT", cid) is None
