@@ -1,0 +1,175 @@
+"""The signals worker against a real server: signals, evaluated sets, DLQ, several workers."""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any
+
+import pytest
+import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
+
+from services.signals.evaluate import evaluate
+from shared import keys
+from shared.bus import publish
+from shared.redisconn import EmbeddedRedis
+from shared.schemas import PriceTick, entry_signal_id
+from tests.integration.bus.helpers import dlq_entries, eventually
+from tests.integration.signals.helpers import (
+    TF,
+    TF_MS,
+    evaluated,
+    make_settings,
+    pending,
+    signals,
+    store,
+    store_and_publish,
+    trend,
+    workers,
+)
+
+
+def candles_evaluated() -> float:
+    """Return the process-wide count of evaluated candles (tests compare differences)."""
+    return REGISTRY.get_sample_value("tb_signals_candles_evaluated_total") or 0.0
+
+
+async def test_long_short_and_no_entry_at_one_close(
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    caplog.set_level(logging.INFO, logger="signals")
+    settings = make_settings(redis_server, tmp_path)
+    up = trend("SIREN/USDT:USDT")
+    down = trend("DOWN/USDT:USDT", step=-0.003, last_move=-0.02)
+    flat = trend("QUIET/USDT:USDT", last_volume=100.0)  # VR 1: no entry
+    assert [evaluate(s, settings).side_name for s in (up, down, flat)] == ["long", "short", None]
+    for series in (up, down, flat):
+        await store_and_publish(redis_client, series)
+    last = up[-1]
+
+    async with workers(settings):
+        await eventually(lambda: _has(redis_client, last, 3))
+        await eventually(lambda: _none_pending(redis_client))
+
+    got = {s.symbol: s for s in await signals(redis_client)}
+    assert set(got) == {"SIREN/USDT:USDT", "DOWN/USDT:USDT"}
+    long_ = got["SIREN/USDT:USDT"]
+    assert long_.id == entry_signal_id("SIREN/USDT:USDT", TF, last.open_time, "long")
+    assert long_.side == "long"
+    assert long_.candle_open_time == last.open_time
+    assert long_.price == last.close
+    ev = evaluate(up, settings)
+    assert (long_.body_pct, long_.vol_ratio, long_.chop) == (ev.body_pct, ev.vol_ratio, ev.chop)
+    assert long_.reason.startswith("green body 2.00%")
+    assert got["DOWN/USDT:USDT"].id == entry_signal_id(
+        "DOWN/USDT:USDT", TF, last.open_time, "short"
+    )
+    key = keys.close_evaluated_key(last.open_time + TF_MS)
+    assert 0 < await redis_client.ttl(key) <= 86_400
+    lines = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Signal:")]
+    assert any(
+        re.fullmatch(r"Signal: LONG SIREN/USDT:USDT body=2\.00% VR=5\.0 CHOP=\d+", m) for m in lines
+    ), lines
+
+
+async def test_window_without_the_candle_and_bad_stored_members(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path)
+    series = trend("LATE/USDT:USDT")
+    await store(redis_client, series[:-1])  # market_data published before storing it
+    key = keys.candles_key("LATE/USDT:USDT", TF)
+    await redis_client.zadd(key, {b"garbage": series[5].open_time})
+    # A newer stored candle must not enter the window of an older one.
+    newer = trend("LATE/USDT:USDT", n=1, last_move=-0.05, start=series[-1].open_time + TF_MS)
+    await store(redis_client, newer)
+    await publish(redis_client, keys.STREAM_CANDLES, series[-1])
+
+    async with workers(settings):
+        await eventually(lambda: _has(redis_client, series[-1], 1))
+
+    [sig] = await signals(redis_client)
+    assert sig.id == entry_signal_id("LATE/USDT:USDT", TF, series[-1].open_time, "long")
+    assert sig.vol_ratio == evaluate(series, settings).vol_ratio
+
+
+async def test_other_timeframe_ignored_and_malformed_entries_dead_lettered(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path)
+    minute = trend("MIN/USDT:USDT", timeframe="1m", tf_ms=60_000)
+    await store_and_publish(redis_client, minute)  # would be a long on 1m
+    await redis_client.xadd(keys.STREAM_CANDLES, {b"d": b"{not json"})
+    await publish(redis_client, keys.STREAM_CANDLES, PriceTick(symbol="X", price=1.0, ts=1))
+    good = await store_and_publish(redis_client, trend("NEXT/USDT:USDT"))
+
+    async with workers(settings) as [ctx]:
+        await eventually(lambda: _has(redis_client, good, 1))
+        await eventually(lambda: _none_pending(redis_client))
+        assert not ctx.stop.is_set()
+
+    assert [s.symbol for s in await signals(redis_client)] == ["NEXT/USDT:USDT"]
+    dead = await dlq_entries(redis_client)
+    assert [(d.stream, d.group, d.reason) for d in dead] == [
+        (keys.STREAM_CANDLES, keys.GROUP_SIGNALS, "decode")
+    ] * 2
+    assert not await redis_client.exists(keys.close_evaluated_key(minute[-1].open_time + 60_000))
+
+
+async def test_three_workers_evaluate_each_candle_once_and_one_id_per_candle(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path)
+    series = [
+        s
+        for i in range(6)
+        for s in (
+            trend(f"S{i}UP/USDT:USDT"),
+            trend(f"S{i}DOWN/USDT:USDT", step=-0.003, last_move=-0.02),
+            trend(f"S{i}NONE/USDT:USDT", last_volume=100.0),
+        )
+    ]
+    lasts = [await store_and_publish(redis_client, s) for s in series]
+    expected_ids = {
+        entry_signal_id(c.symbol, TF, c.open_time, side)
+        for s, c in zip(series, lasts, strict=True)
+        if (side := evaluate(s, settings).side_name) is not None
+    }
+    assert len(expected_ids) == 12
+    before = candles_evaluated()
+
+    async with workers(settings, 3):
+        await eventually(lambda: _has(redis_client, lasts[0], len(series)))
+        await eventually(lambda: _none_pending(redis_client))
+        assert candles_evaluated() - before == len(series)  # each candle handled once
+        first = await signals(redis_client)
+        assert sorted(s.id for s in first) == sorted(expected_ids)
+
+        for c in lasts:  # market_data publishes every candle a second time
+            await publish(redis_client, keys.STREAM_CANDLES, c)
+        await eventually(lambda: candles_evaluated() - before == 2 * len(series))
+        await eventually(lambda: _none_pending(redis_client))
+
+    every = await signals(redis_client)
+    ids_per_candle: dict[tuple[str, int], set[str]] = {}
+    for s in every:
+        ids_per_candle.setdefault((s.symbol, s.candle_open_time), set()).add(s.id)
+    assert all(len(ids) == 1 for ids in ids_per_candle.values())
+    assert {s.id for s in every} == expected_ids
+    assert len(every) <= 2 * len(expected_ids)
+    assert await evaluated(redis_client, lasts[0]) == {c.symbol for c in lasts}
+    consumers: Any = await redis_client.xinfo_consumers(keys.STREAM_CANDLES, keys.GROUP_SIGNALS)
+    assert len(consumers) == 3
+
+
+async def _has(client: aioredis.Redis, candle: Any, count: int) -> bool:
+    return len(await evaluated(client, candle)) >= count
+
+
+async def _none_pending(client: aioredis.Redis) -> bool:
+    return await pending(client) == 0
