@@ -44,6 +44,11 @@ TIMEFRAME_MS: dict[str, int] = {
     "1w": 604_800_000,
 }
 
+# The exchange simulator's one account (paper mode): fixed, not a secret; `tradebot up` passes
+# them to the simulator and to every service.
+SIM_API_KEY = "sim-api-key"
+SIM_API_SECRET = "sim-api-secret"
+
 # Settings whose value must lie strictly inside (0, 1) (STRATEGY.md "every fraction").
 OPEN_FRACTIONS = (
     "trade_pct",
@@ -158,6 +163,9 @@ class Settings(BaseSettings):
     entry_wait_ms: int = Field(
         10_000, description="longest wait for a candle close's evaluations before allotting slots"
     )
+    recv_window_ms: int = Field(
+        5_000, description="signed requests die after this; also the executor's takeover wait"
+    )
     signal_max_age_ms: int = Field(
         0, description="entry signals older than this are dropped (0 = one TIMEFRAME)"
     )
@@ -209,6 +217,7 @@ class Settings(BaseSettings):
             "reclaim_idle_ms",
             "lease_ttl_ms",
             "entry_wait_ms",
+            "recv_window_ms",
         ):
             if getattr(self, name) < 1:
                 raise ValueError(f"{env_name(name)}={getattr(self, name)} must be at least 1")

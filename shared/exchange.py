@@ -113,6 +113,7 @@ class ExchangeClient:
     def from_settings(cls, settings: Settings, tuning: Tuning | None = None) -> ExchangeClient:
         """Build the client (not yet started) for the configured exchange."""
         secrets = [s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s]
+        tuning = tuning or Tuning(recv_window_ms=settings.recv_window_ms)
         return cls(
             create_ccxt(settings, tuning),
             quote=settings.quote,

@@ -1,0 +1,143 @@
+"""The executor's durable memory in Redis: order intents, entries in flight, settled signals.
+
+An intent is written (with its client order id in the open set) before its order is sent
+and leaves the open set only once the order's outcome is known and reported, so after a
+crash every order that may exist is found in ``open_intents`` and asked about by its
+client order id. An entry is "in flight" on its symbol from its intent until the book
+holds its position (or it is refused), so a slot is never given twice.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from shared import keys
+from shared.bus import publish_in
+from shared.metrics import INTENTS_OPEN
+from shared.schemas import EntrySignal, Message, OrderIntent, decode, encode
+
+DAY_S = 86_400
+RECORD_TTL_S = 7 * DAY_S  # settled-signal records outlive any redelivery or replay
+
+
+class Journal:
+    """Read and write the executor's records; every write that must land together is one MULTI."""
+
+    def __init__(self, redis: aioredis.Redis) -> None:
+        self.redis = redis
+
+    async def settled(self, record_id: str) -> str | None:
+        """Return how a signal (or an exit) was settled, or None if it was not."""
+        raw: Any = await self.redis.get(keys.signal_done_key(record_id))
+        return None if raw is None else raw.decode()
+
+    async def open_intent(
+        self, intent: OrderIntent, event: Message | None = None, pending_symbol: bool = False
+    ) -> None:
+        """Write the intent before its send, with its event; mark the symbol in flight."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.set(keys.order_intent_key(intent.client_order_id), encode(intent), ex=30 * DAY_S)
+        pipe.sadd(keys.OPEN_INTENTS, intent.client_order_id)
+        if pending_symbol:
+            pipe.hset(keys.PENDING_ENTRIES, intent.symbol, intent.signal_id)
+        if event is not None:
+            publish_in(pipe, keys.STREAM_EVENTS, event)
+        await pipe.execute()
+        await self._count()
+
+    async def close_intent(
+        self,
+        intent: OrderIntent,
+        outcome: str,
+        *events: Message,
+        record_id: str | None = None,
+        clear_pending: bool = False,
+    ) -> None:
+        """Settle an intent: publish its events, record the outcome, leave the open set."""
+        pipe = self.redis.pipeline(transaction=True)
+        for event in events:
+            publish_in(pipe, keys.STREAM_EVENTS, event)
+        pipe.srem(keys.OPEN_INTENTS, intent.client_order_id)
+        if record_id is not None:
+            pipe.set(keys.signal_done_key(record_id), outcome, ex=RECORD_TTL_S)
+        if clear_pending:
+            pipe.hdel(keys.PENDING_ENTRIES, intent.symbol)
+        await pipe.execute()
+        await self._count()
+
+    async def settle(self, record_id: str, outcome: str) -> None:
+        """Record that a signal was settled without an order (refused, stale, duplicate...)."""
+        await self.redis.set(keys.signal_done_key(record_id), outcome, ex=RECORD_TTL_S)
+
+    async def publish(self, *events: Message) -> None:
+        """Publish events in one round trip."""
+        pipe = self.redis.pipeline(transaction=True)
+        for event in events:
+            publish_in(pipe, keys.STREAM_EVENTS, event)
+        await pipe.execute()
+
+    async def open_intents(self) -> list[OrderIntent]:
+        """Return every intent whose outcome is not settled yet (oldest first)."""
+        ids: Any = await self.redis.smembers(keys.OPEN_INTENTS)
+        if not ids:
+            return []
+        raws = await self.redis.mget([keys.order_intent_key(i.decode()) for i in ids])
+        intents = [decode(r, OrderIntent) for r in raws if r is not None]
+        return sorted(intents, key=lambda i: i.ts)
+
+    async def intent(self, client_order_id: str) -> OrderIntent | None:
+        """Return one intent by its client order id."""
+        raw: Any = await self.redis.get(keys.order_intent_key(client_order_id))
+        return None if raw is None else decode(raw, OrderIntent)
+
+    async def pending_entries(self) -> dict[str, str]:
+        """Return the entries in flight: symbol -> position id."""
+        raw: Any = await self.redis.hgetall(keys.PENDING_ENTRIES)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def drop_pending(self, symbol: str, position_id: str) -> None:
+        """Forget an entry in flight once the book holds (or held) its position."""
+        current: Any = await self.redis.hget(keys.PENDING_ENTRIES, symbol)
+        if current is not None and current.decode() == position_id:
+            await self.redis.hdel(keys.PENDING_ENTRIES, symbol)
+
+    # --- the entries of one candle close, waiting for their slot order ---------------------
+
+    async def queue_entry(self, signal: EntrySignal, close_ms: int) -> None:
+        """Keep an entry signal until every candle of its close is evaluated."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.hset(keys.entry_batch_key(close_ms), signal.id, encode(signal))
+        pipe.expire(keys.entry_batch_key(close_ms), DAY_S)
+        pipe.zadd(keys.ENTRY_BATCHES, {str(close_ms): int(time.time() * 1000)}, nx=True)
+        await pipe.execute()
+
+    async def batches(self) -> list[tuple[int, int]]:
+        """Return the closes waiting for their slots: (close ms, arrival wall ms), oldest first."""
+        rows: Any = await self.redis.zrange(keys.ENTRY_BATCHES, 0, -1, withscores=True)
+        return sorted((int(m), int(score)) for m, score in rows)
+
+    async def batch(self, close_ms: int) -> list[EntrySignal]:
+        """Return the entry signals queued for one close."""
+        raw: Any = await self.redis.hvals(keys.entry_batch_key(close_ms))
+        return [decode(r, EntrySignal) for r in raw]
+
+    async def finish_batch(self, close_ms: int) -> None:
+        """Forget a close whose entries were all settled."""
+        pipe = self.redis.pipeline(transaction=True)
+        pipe.delete(keys.entry_batch_key(close_ms))
+        pipe.zrem(keys.ENTRY_BATCHES, str(close_ms))
+        await pipe.execute()
+
+    async def evaluations(self, close_ms: int) -> tuple[int | None, int]:
+        """Return (candles market_data published for the close, candles evaluated so far)."""
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.get(keys.close_expected_key(close_ms))
+        pipe.scard(keys.close_evaluated_key(close_ms))
+        expected, evaluated = await pipe.execute()
+        return (None if expected is None else int(expected)), int(evaluated)
+
+    async def _count(self) -> None:
+        INTENTS_OPEN.set(await self.redis.scard(keys.OPEN_INTENTS))

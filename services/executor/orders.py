@@ -1,0 +1,145 @@
+"""The orders of a position, as pure functions: ids, sides, sizes, stop prices, intents.
+
+One position has at most one entry, one exit and one stop per sequence number, each with
+a client order id derived from the position id, so a redelivered signal or a restarted
+executor always asks the exchange about the same order instead of making a new one.
+"""
+
+from __future__ import annotations
+
+import math
+from decimal import ROUND_HALF_EVEN, Decimal
+
+from services.signals import rules
+from services.signals.rules import StrategyParams
+from services.signals.sizing import MarketLimits
+from shared.exchange_models import MarketInfo, make_client_order_id
+from shared.schemas import OrderIntent, OrderSide, Side
+
+
+def entry_client_id(position_id: str) -> str:
+    """Return the client order id of a position's market entry."""
+    return make_client_order_id(position_id, "entry")
+
+
+def exit_client_id(position_id: str) -> str:
+    """Return the client order id of a position's market exit (one per position, any reason)."""
+    return make_client_order_id(position_id, "exit")
+
+
+def stop_client_id(position_id: str, seq: int = 0) -> str:
+    """Return the client order id of a position's protective stop number ``seq``."""
+    if seq == 0:
+        return make_client_order_id(position_id, "stop")
+    return make_client_order_id(position_id, "stop", str(seq))
+
+
+def side_sign(side: Side) -> int:
+    """Return +1 for a long, -1 for a short (the rules' convention)."""
+    return rules.LONG if side == "long" else rules.SHORT
+
+
+def opening_side(side: Side) -> OrderSide:
+    """Return the order side that opens a position of ``side``."""
+    return "buy" if side == "long" else "sell"
+
+
+def closing_side(side: Side) -> OrderSide:
+    """Return the order side that reduces a position of ``side``."""
+    return "sell" if side == "long" else "buy"
+
+
+def position_side(order_side: str) -> Side:
+    """Return the position side an opening order of ``order_side`` creates."""
+    return "long" if order_side == "buy" else "short"
+
+
+def side_closed_by(order_side: str) -> Side:
+    """Return the position side a reducing order of ``order_side`` closes."""
+    return "long" if order_side == "sell" else "short"
+
+
+def round_to_tick(price: float, tick: float | None) -> float:
+    """Round a price to the nearest multiple of the market's tick (exactly, in decimal)."""
+    if not tick or tick <= 0:
+        return price
+    d_tick = Decimal(repr(float(tick)))
+    units = (Decimal(repr(float(price))) / d_tick).to_integral_value(ROUND_HALF_EVEN)
+    return float(units * d_tick)
+
+
+def stop_price_for(side: Side, entry: float, params: StrategyParams, tick: float | None) -> float:
+    """Return the stop at SL_PCT from the entry fill, on the market's price grid."""
+    return round_to_tick(rules.stop_price(side_sign(side), entry, params), tick)
+
+
+def limits_of(market: MarketInfo) -> MarketLimits:
+    """Return the sizing limits of a market (missing ones count as none)."""
+    return MarketLimits(
+        amount_step=market.amount_step or 0.0,
+        min_amount=market.min_amount or 0.0,
+        min_notional=market.min_notional or 0.0,
+    )
+
+
+def margin_needed(quantity: float, price: float, leverage: int, fee_rate: float) -> float:
+    """Return the initial margin plus the entry fee an order of this size needs."""
+    notional = quantity * price
+    return notional / leverage + notional * fee_rate
+
+
+def taker_fee(quantity: float, price: float, fee_rate: float) -> float:
+    """Return the fee of a market fill: FEE_RATE x notional."""
+    fee = quantity * price * fee_rate
+    return fee if math.isfinite(fee) else 0.0
+
+
+def entry_intent(
+    position_id: str, symbol: str, side: Side, quantity: float, ts: int
+) -> OrderIntent:
+    """Return the market order that opens the position of an entry signal."""
+    return OrderIntent(
+        client_order_id=entry_client_id(position_id),
+        signal_id=position_id,
+        symbol=symbol,
+        side=opening_side(side),
+        purpose="entry",
+        type="market",
+        quantity=quantity,
+        ts=ts,
+    )
+
+
+def stop_intent(
+    position_id: str, symbol: str, side: Side, quantity: float, stop: float, seq: int, ts: int
+) -> OrderIntent:
+    """Return the reduce-only stop-market order that protects a position."""
+    return OrderIntent(
+        client_order_id=stop_client_id(position_id, seq),
+        signal_id=position_id,
+        symbol=symbol,
+        side=closing_side(side),
+        purpose="stop",
+        type="stop_market",
+        quantity=quantity,
+        stop_price=stop,
+        reduce_only=True,
+        ts=ts,
+    )
+
+
+def exit_intent(
+    position_id: str, symbol: str, side: Side, quantity: float, signal_id: str, ts: int
+) -> OrderIntent:
+    """Return the reduce-only market order that closes a position."""
+    return OrderIntent(
+        client_order_id=exit_client_id(position_id),
+        signal_id=signal_id,
+        symbol=symbol,
+        side=closing_side(side),
+        purpose="exit",
+        type="market",
+        quantity=quantity,
+        reduce_only=True,
+        ts=ts,
+    )
