@@ -1,8 +1,6 @@
-"""The orders of a position, as pure functions: ids, sides, sizes, stop prices, intents.
+"""The orders of a position, as pure functions: sides, sizes, stop prices, intents.
 
-One position has at most one entry, one exit and one stop per sequence number, each with
-a client order id derived from the position id, so a redelivered signal or a restarted
-executor always asks the exchange about the same order instead of making a new one.
+Client order ids come from ``shared.order_ids`` (derived from the position id).
 """
 
 from __future__ import annotations
@@ -13,25 +11,9 @@ from decimal import ROUND_HALF_EVEN, Decimal
 from services.signals import rules
 from services.signals.rules import StrategyParams
 from services.signals.sizing import MarketLimits
-from shared.exchange_models import MarketInfo, make_client_order_id
+from shared.exchange_models import MarketInfo
+from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
 from shared.schemas import OrderIntent, OrderSide, Side
-
-
-def entry_client_id(position_id: str) -> str:
-    """Return the client order id of a position's market entry."""
-    return make_client_order_id(position_id, "entry")
-
-
-def exit_client_id(position_id: str) -> str:
-    """Return the client order id of a position's market exit (one per position, any reason)."""
-    return make_client_order_id(position_id, "exit")
-
-
-def stop_client_id(position_id: str, seq: int = 0) -> str:
-    """Return the client order id of a position's protective stop number ``seq``."""
-    if seq == 0:
-        return make_client_order_id(position_id, "stop")
-    return make_client_order_id(position_id, "stop", str(seq))
 
 
 def side_sign(side: Side) -> int:

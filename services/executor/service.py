@@ -36,6 +36,7 @@ from shared.exchange import ExchangeClient
 from shared.exchange_errors import OrderRejected, OutcomeUnknown, SendRefused, TemporaryError
 from shared.exchange_models import MarketInfo, Order
 from shared.metrics import ENTRIES_REFUSED, ORDERS, SIGNAL_TO_ORDER
+from shared.order_ids import stop_client_id
 from shared.schemas import (
     EntrySignal,
     ExitReason,
@@ -381,7 +382,7 @@ class Executor:
         if pos is None:
             log.info("Exit %s: position not open in the book; ignored", signal.id)
             return
-        stops = [pos.stop_client_order_id or o.stop_client_id(pos.position_id, pos.stop_seq)]
+        stops = [pos.stop_client_order_id or stop_client_id(pos.position_id, pos.stop_seq)]
         if signal.reason == "stop":
             await self.confirm_stop(pos.position_id, pos.symbol, pos.side, stops[0])
             return
@@ -449,7 +450,7 @@ class Executor:
         submitted = self.event(intent, "submitted", position_id=pid, reason=reason)
         await self.journal.open_intent(intent, submitted)
         log.info("Exit: %s %s qty=%g (%s) [%s]", side.upper(), symbol, qty, reason, pid)
-        stop_cids = stop_cids or [o.stop_client_id(pid)]
+        stop_cids = stop_cids or [stop_client_id(pid)]
         with self.working_on(intent.client_order_id):
             await self.place_exit(intent, side, reason, stop_cids)
 
@@ -587,9 +588,9 @@ class Executor:
             pid = intent.signal_id.split("|exit|")[0]
             pos = (await book.read_positions(self.redis)).get(pid)
             stops = (
-                [o.stop_client_id(pid)]
+                [stop_client_id(pid)]
                 if pos is None
-                else [pos.stop_client_order_id or o.stop_client_id(pid, pos.stop_seq)]
+                else [pos.stop_client_order_id or stop_client_id(pid, pos.stop_seq)]
             )
             reason: ExitReason = "fault"
             if pos is not None and pos.exit_requested is not None:
