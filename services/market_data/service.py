@@ -1,0 +1,465 @@
+"""market_data's I/O shell: the universe, price ticks and closed candles, from the exchange.
+
+Consumes: the exchange (server time, markets, 24 h tickers, klines) through
+``shared.exchange.ExchangeClient``, and the book's open positions (``tb:book:positions``).
+
+Produces, every SCAN_INTERVAL: the universe (``tb:universe``, rotated at start and every
+COIN_ROTATE_HOURS), one ``PriceTick`` per symbol of the universe and of the open positions
+on ``tb:md.ticks`` (and ``tb:md:prices``), then, once per candle close, one ``Candle`` per
+universe symbol and closed candle on ``tb:md.candles``, each symbol's recent window
+(``tb:candles:{symbol}:{tf}``, the newest CANDLE_LIMIT), the open time of its last
+published candle (``tb:md:last_candle``), how many candles each close time got
+(``tb:close:{C}:expected``) and finally ``tb:md:clock``, the exchange time caught up to.
+
+After a crash: one scan's candle writes (windows, last-candle records, stream entries,
+expected counts) are one MULTI/EXEC, so a close is published entirely or not at all. A
+restart resumes from ``tb:md:last_candle``: each closed candle is published exactly once,
+the ones missed while down are refilled (up to CANDLE_LIMIT per symbol), and the stored
+universe is kept until its next rotation is due. Ticks are plain observations: a crash may
+lose or repeat one scan's, and consumers take the newest.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import redis.asyncio as aioredis
+from pydantic import ValidationError
+from redis.exceptions import RedisError
+
+from services.market_data.candles import (
+    expected_counts,
+    fetch_count,
+    fmt_ms,
+    gaps_before,
+    last_close_ms,
+    new_rows,
+    publish_order,
+    to_candle,
+)
+from services.market_data.health import Health
+from services.market_data.rotation import (
+    choose_universe,
+    describe_universe,
+    rotate_ms,
+    tick_symbols,
+    universe_due,
+)
+from shared import keys
+from shared.book import LastPrice, Universe, read_positions, read_universe
+from shared.bus import publish_in, publish_many
+from shared.config import Settings
+from shared.exchange import ExchangeClient
+from shared.exchange_errors import OrderRejected, TemporaryError
+from shared.exchange_models import OHLCV, MarketInfo, Ticker
+from shared.log import error_text
+from shared.metrics import (
+    CANDLE_GAPS,
+    CANDLES_PUBLISHED,
+    SYMBOL_FAILURES,
+    SYMBOLS_SKIPPED,
+    TICKS_PUBLISHED,
+    UNIVERSE_ROTATIONS,
+    UNIVERSE_SIZE,
+)
+from shared.schemas import Candle, PriceTick, SchemaError, encode
+from shared.service import ServiceContext
+
+log = logging.getLogger(__name__)
+
+FETCH_CONCURRENCY = 4  # symbols whose candles are fetched at once
+EXPECTED_TTL_S = 86_400  # life of a close's expected-count key
+REDIS_GIVE_UP_S = 60.0  # scans failing on Redis this long end the service (it is restarted)
+# A symbol that cannot be fetched: retries ran out, or the exchange refuses the symbol.
+SYMBOL_ERRORS = (TemporaryError, OrderRejected)
+
+
+class MarketClient(Protocol):
+    """The exchange calls market_data makes (``ExchangeClient`` fits; tests wrap it)."""
+
+    async def server_time(self) -> int: ...
+    async def markets(self, reload: bool = False) -> dict[str, MarketInfo]: ...
+    async def quote_volumes(self) -> dict[str, float]: ...
+    async def ohlcv(
+        self, symbol: str, limit: int, *, timeframe: str | None = None, now_ms: int | None = None
+    ) -> list[OHLCV]: ...
+    async def tickers(self, symbols: Sequence[str] | None = None) -> dict[str, Ticker]: ...
+
+
+@dataclass(frozen=True)
+class Record:
+    """What Redis holds for a symbol: its last published open time and its window size."""
+
+    last_open: int | None
+    window_len: int
+
+
+@dataclass
+class SymbolCandles:
+    """One symbol's outcome at a close: the window rows to store and the candles to publish."""
+
+    symbol: str
+    rows: list[OHLCV]
+    window: list[Candle]
+    publish: list[Candle]
+
+
+class MarketData:
+    """One market_data instance: call ``scan()`` once per SCAN_INTERVAL (``loop`` does)."""
+
+    def __init__(
+        self,
+        settings: Settings,
+        redis: aioredis.Redis,
+        client: MarketClient,
+        may_act: Callable[[], bool] = lambda: True,
+    ) -> None:
+        self.settings = settings
+        self.redis = redis
+        self.client = client
+        self.may_act = may_act
+        self.tf_ms = settings.timeframe_ms
+        self.period_ms = rotate_ms(settings.coin_rotate_hours)
+        self.universe: Universe | None = None
+        self.processed_close: int | None = None  # newest close whose candles were published
+        self.health = Health()
+        self._loaded = False
+        self._unknown: set[str] = set()  # position symbols not listed, already warned about
+
+    # --- the scan ----------------------------------------------------------------------
+
+    async def scan(self) -> bool:
+        """Run one scan: universe, ticks, then candles when a new close is due.
+
+        Return True when everything due was published and ``tb:md:clock`` advanced; False
+        when something is left for the next scan (exchange unreachable, lease not held).
+        """
+        if not self._loaded:
+            await self._load_universe()
+        try:
+            now = await self.client.server_time()
+        except TemporaryError as e:
+            log.warning("Scan: exchange clock not read (%s); trying again next scan", e)
+            return False
+        close = last_close_ms(now, self.tf_ms)
+        if universe_due(self.universe, close, self.period_ms):
+            await self.rotate(close)
+        if not await self.publish_ticks(now):
+            return False
+        if (self.processed_close is None or close > self.processed_close) and not (
+            await self.publish_candles(now, close)
+        ):
+            return False
+        if not self.may_act():
+            return False
+        await self.redis.set(keys.MD_CLOCK, now)
+        return True
+
+    async def _load_universe(self) -> None:
+        """Resume the stored universe, so a restart does not rotate mid-period."""
+        try:
+            self.universe = await read_universe(self.redis)
+        except SchemaError as e:
+            log.warning("Universe: stored universe unreadable (%s); rotating now", e)
+            self.universe = None
+        self._loaded = True
+        if self.universe is not None:
+            UNIVERSE_SIZE.set(len(self.universe.symbols))
+            log.info(
+                "Universe: resumed %d symbols %s (rotation at %s)",
+                len(self.universe.symbols),
+                describe_universe(self.universe),
+                fmt_ms(self.universe.rotated_ms),
+            )
+
+    async def rotate(self, close: int) -> bool:
+        """Choose the TOP_N symbols by 24 h quote volume at ``close``; return whether it did."""
+        try:
+            markets = await self.client.markets(reload=True)
+            volumes = await self.client.quote_volumes()
+        except TemporaryError as e:
+            log.warning("Universe: rotation at %s failed (%s); trying again", fmt_ms(close), e)
+            return False
+        listed = {s: v for s, v in volumes.items() if s in markets}
+        if not listed:
+            log.warning("Universe: no %s perpetuals listed; trying again", self.settings.quote)
+            return False
+        chosen = choose_universe(listed, self.settings.top_n, close)
+        if not self.may_act():
+            return False
+        await self.redis.set(keys.UNIVERSE, chosen.dump())
+        self.universe = chosen
+        UNIVERSE_SIZE.set(len(chosen.symbols))
+        UNIVERSE_ROTATIONS.inc()
+        log.info(
+            "Universe: %d symbols %s (rotation at %s)",
+            len(chosen.symbols),
+            describe_universe(chosen),
+            fmt_ms(close),
+        )
+        return True
+
+    # --- ticks -------------------------------------------------------------------------
+
+    async def publish_ticks(self, now: int) -> bool:
+        """Publish the last price of every universe and open-position symbol; return success."""
+        try:
+            held = [p.symbol for p in (await read_positions(self.redis)).values()]
+        except SchemaError as e:  # the book is state's; a bad record must not stop prices
+            log.error("Ticks: open positions unreadable (%s); ticking the universe only", e)
+            held = []
+        universe = self.universe.symbols if self.universe is not None else []
+        wanted = tick_symbols(universe, held)
+        if not wanted:
+            return True
+        try:
+            markets = await self.client.markets()
+            symbols = [s for s in wanted if s in markets]
+            self._warn_unlisted(set(wanted) - set(symbols))
+            tickers = await self.client.tickers(symbols) if symbols else {}
+        except SYMBOL_ERRORS as e:
+            log.warning("Ticks: tickers not read (%s); trying again next scan", e)
+            return False
+        ticks = [
+            PriceTick(symbol=s, price=t.last, ts=now)
+            for s in symbols
+            if (t := tickers.get(s)) is not None
+            and t.last is not None
+            and math.isfinite(t.last)
+            and t.last > 0
+        ]
+        if not self.may_act():
+            return False
+        if ticks:
+            await publish_many(self.redis, keys.STREAM_TICKS, ticks)
+            prices = {t.symbol: LastPrice(price=t.price, ts=t.ts).dump() for t in ticks}
+            await self.redis.hset(keys.LAST_PRICES, mapping=prices)  # type: ignore[arg-type]
+            TICKS_PUBLISHED.inc(len(ticks))
+        return True
+
+    def _warn_unlisted(self, unlisted: set[str]) -> None:
+        """Warn once about each open-position symbol the exchange does not list."""
+        for s in sorted(unlisted - self._unknown):
+            log.warning("Ticks: %s has an open position but is not listed; no ticks for it", s)
+        self._unknown = unlisted
+
+    # --- candles -----------------------------------------------------------------------
+
+    async def publish_candles(self, now: int, close: int) -> bool:
+        """Fetch and publish the closed candles of every universe symbol; return success.
+
+        A symbol that fails is logged, counted and skipped this close (the next close
+        refills it); failing FAILS_BEFORE_SKIP closes in a row, it sits out a while.
+        """
+        if self.universe is None or not self.universe.symbols:
+            return False
+        symbols = self.universe.symbols
+        active = [s for s in symbols if not self.health.skipped(s, close)]
+        records = await self._records(active)
+        sem = asyncio.Semaphore(FETCH_CONCURRENCY)
+        try:
+            async with asyncio.TaskGroup() as tg:
+                tasks = [
+                    tg.create_task(self._fetch(s, records[s], now, close, sem)) for s in active
+                ]
+        except BaseExceptionGroup as group:  # an OperationalError: the service must end
+            raise group.exceptions[0] from None
+        fetched = [r for t in tasks if (r := t.result()) is not None]
+        SYMBOLS_SKIPPED.set(self.health.skipped_count(symbols, close))
+        published = [c for f in fetched for c in f.publish]
+        if not self.may_act():
+            return False
+        await self._commit(fetched, published)
+        CANDLES_PUBLISHED.inc(len(published))
+        self.processed_close = close
+        log.info(
+            "Candles: close %s published %d for %d/%d symbols (%d failed, %d skipped)",
+            fmt_ms(close),
+            len(published),
+            len(fetched),
+            len(symbols),
+            len(active) - len(fetched),
+            len(symbols) - len(active),
+        )
+        return True
+
+    async def _records(self, symbols: list[str]) -> dict[str, Record]:
+        """Read each symbol's last published open time and window size in one round trip."""
+        if not symbols:
+            return {}
+        pipe = self.redis.pipeline(transaction=False)
+        pipe.hmget(keys.LAST_CANDLE, symbols)
+        for s in symbols:
+            pipe.zcard(keys.candles_key(s, self.settings.timeframe))
+        replies: list[Any] = await pipe.execute()
+        lasts, sizes = replies[0], replies[1:]
+        return {
+            s: Record(None if raw is None else int(raw), int(n))
+            for s, raw, n in zip(symbols, lasts, sizes, strict=True)
+        }
+
+    async def _fetch(
+        self, symbol: str, record: Record, now: int, close: int, sem: asyncio.Semaphore
+    ) -> SymbolCandles | None:
+        """Fetch one symbol's candles and sort them out; None when the symbol failed."""
+        limit = self.settings.candle_limit
+        count = fetch_count(record.last_open, record.window_len, close, self.tf_ms, limit)
+        rows: list[OHLCV] = []
+        if count > 0:
+            try:
+                async with sem:
+                    rows = await self.client.ohlcv(symbol, count, now_ms=now)
+            except SYMBOL_ERRORS as e:
+                self._symbol_failed(symbol, close, error_text(e))
+                return None
+        self.health.succeeded(symbol)
+        return self._sort_out(symbol, rows, record.last_open)
+
+    def _symbol_failed(self, symbol: str, close: int, why: str) -> None:
+        """Log and count a symbol's failed close; skip it a while after too many in a row."""
+        SYMBOL_FAILURES.labels(symbol).inc()
+        log.warning("Candles: %s failed (%s), skipped this close", symbol, why)
+        if self.health.failed(symbol, close, self.tf_ms):
+            h = self.health.symbols[symbol]
+            log.error(
+                "Candles: %s failed %d closes in a row; skipped until %s",
+                symbol,
+                h.failures,
+                fmt_ms(h.skip_until),
+            )
+
+    def _sort_out(self, symbol: str, rows: list[OHLCV], last_open: int | None) -> SymbolCandles:
+        """Validate the rows; pick the new ones to publish; log gaps, refills and bad candles."""
+        tf = self.settings.timeframe
+        fresh = new_rows(rows, last_open, self.tf_ms)
+        for gap in gaps_before(fresh, last_open, self.tf_ms):
+            CANDLE_GAPS.labels(symbol).inc()
+            log.warning(
+                "Candles: %s gap of %d candles before %s",
+                symbol,
+                gap.missing,
+                fmt_ms(gap.open_time),
+            )
+        if last_open is not None and len(fresh) > 1:
+            log.info(
+                "Candles: %s refilled %d candles missed since %s",
+                symbol,
+                len(fresh) - 1,
+                fmt_ms(last_open + self.tf_ms),
+            )
+        fresh_opens = {r.open_time for r in fresh}
+        window: list[Candle] = []
+        publish: list[Candle] = []
+        for r in rows:
+            try:
+                candle = to_candle(symbol, tf, r)
+            except ValueError as e:
+                SYMBOL_FAILURES.labels(symbol).inc()
+                log.error(
+                    "Candles: %s candle at %s refused (%s), not published",
+                    symbol,
+                    fmt_ms(r.open_time),
+                    _first_error(e),
+                )
+                continue
+            window.append(candle)
+            if r.open_time in fresh_opens:
+                publish.append(candle)
+        return SymbolCandles(symbol, rows, window, publish)
+
+    async def _commit(self, fetched: list[SymbolCandles], published: list[Candle]) -> None:
+        """Write windows, last-candle records, stream entries and expected counts atomically."""
+        if not published and not any(f.rows for f in fetched):
+            return
+        counts = expected_counts(published, self.tf_ms)
+        closes = sorted(counts)
+        prior: list[Any] = (
+            await self.redis.mget([keys.close_expected_key(c) for c in closes]) if closes else []
+        )
+        limit = self.settings.candle_limit
+        pipe = self.redis.pipeline(transaction=True)
+        for f in fetched:
+            if not f.rows:
+                continue
+            key = keys.candles_key(f.symbol, self.settings.timeframe)
+            # The fetched span is the exchange's truth: replace whatever the window held there.
+            pipe.zremrangebyscore(key, f.rows[0].open_time, f.rows[-1].open_time)
+            if f.window:
+                pipe.zadd(key, {encode(c): c.open_time for c in f.window})
+            pipe.zremrangebyrank(key, 0, -(limit + 1))
+        last = {f.symbol: max(c.open_time for c in f.publish) for f in fetched if f.publish}
+        if last:
+            pipe.hset(keys.LAST_CANDLE, mapping=last)  # type: ignore[arg-type]
+        for c in publish_order(published):
+            publish_in(pipe, keys.STREAM_CANDLES, c)
+        # Earlier scans may have published candles of the same close (a symbol that failed
+        # then and is refilled now): the count covers them too. market_data is the only
+        # writer (single active), so the read above cannot go stale before EXEC.
+        for close_ms, before in zip(closes, prior, strict=True):
+            total = counts[close_ms] + (int(before) if before is not None else 0)
+            pipe.set(keys.close_expected_key(close_ms), total, ex=EXPECTED_TTL_S)
+        await pipe.execute()
+
+    # --- the loop ----------------------------------------------------------------------
+
+    async def loop(self, stop: asyncio.Event) -> None:
+        """Scan every SCAN_INTERVAL seconds until ``stop`` is set.
+
+        A Redis failure skips the scan (the next one redoes it); failing for longer than
+        REDIS_GIVE_UP_S, it is raised so the service ends and is restarted.
+        """
+        clock = asyncio.get_running_loop().time
+        failing_since: float | None = None
+        while not stop.is_set():
+            started = clock()
+            try:
+                await self.scan()
+                failing_since = None
+            except RedisError as e:
+                failing_since = started if failing_since is None else failing_since
+                if started - failing_since > REDIS_GIVE_UP_S:
+                    raise
+                log.warning("Scan: Redis failed (%s); trying again next scan", error_text(e))
+            wait = max(0.0, self.settings.scan_interval - (clock() - started))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), wait)
+
+
+def _first_error(e: ValueError) -> str:
+    """Return what was wrong with a refused candle: its first failed rule and field."""
+    if isinstance(e, ValidationError):
+        first = e.errors(include_url=False)[0]
+        field = ".".join(str(p) for p in first["loc"])
+        return f"{field}: {first['msg']}" if field else str(first["msg"])
+    return str(e)
+
+
+async def start_client(client: ExchangeClient, stop: asyncio.Event, retry_s: float) -> bool:
+    """Start the exchange client, retrying while the exchange is unreachable; False if stopped."""
+    while not stop.is_set():
+        try:
+            await client.start()
+            return True
+        except TemporaryError as e:
+            log.warning("Exchange: not reachable at start (%s); retrying", e)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(stop.wait(), retry_s)
+    return False
+
+
+async def run(ctx: ServiceContext) -> None:
+    """Run market_data until ``ctx.stop`` is set (the service body, under the lease)."""
+    client = ExchangeClient.from_settings(ctx.settings)
+    try:
+        if not await start_client(client, ctx.stop, ctx.settings.scan_interval):
+            return
+        md = MarketData(ctx.settings, ctx.redis, client, ctx.may_act)
+        await md.loop(ctx.stop)
+    finally:
+        await client.close()
