@@ -14,8 +14,9 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
+# Paper mode on the synthetic market, sped up so a new user sees signals and trades soon.
 run: $(STAMP)
-	$(BIN)/tradebot up
+	$(BIN)/tradebot up --speed 600
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

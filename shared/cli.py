@@ -1,4 +1,4 @@
-"""The ``tradebot`` command line: config, up, backtest."""
+"""The ``tradebot`` command line: config, up, backtest and the operator commands."""
 
 from __future__ import annotations
 
@@ -37,10 +37,12 @@ def config(config_file: ConfigOption = None) -> None:
 
 def _register_subcommands() -> None:
     from services.backtest.cli import register as register_backtest
+    from shared.ops.commands import register as register_ops
     from shared.up import register as register_up
 
     register_backtest(app)
     register_up(app)
+    register_ops(app)
 
 
 _register_subcommands()

@@ -65,6 +65,13 @@ def connect(settings: Settings) -> aioredis.Redis:
     return redis_from_url(settings.redis_url.get_secret_value())
 
 
+def redis_url(settings: Settings) -> str:
+    """Return TB_REDIS_URL, else the URL of the embedded server ``tradebot up`` starts."""
+    if settings.redis_url is not None:
+        return settings.redis_url.get_secret_value()
+    return f"redis://127.0.0.1:{settings.embedded_redis_port}/0"
+
+
 def free_port() -> int:
     """Return a TCP port on 127.0.0.1 that was free a moment ago."""
     with socket.socket() as s:

@@ -107,9 +107,13 @@ def main(
         ),
     ] = None,
     log_level: Annotated[str, typer.Option(help="logging level")] = "INFO",
+    log_dir: Annotated[
+        Path | None,
+        typer.Option(help="also log to a daily file exchange_sim_YYYY-MM-DD.log here"),
+    ] = None,
 ) -> None:
     """Serve the simulated Binance USD-M futures REST API for one account."""
-    setup_logging("exchange_sim", None, log_level)
+    setup_logging("exchange_sim", log_dir, log_level)
     if timeframe not in TIMEFRAME_MS:
         raise typer.BadParameter(f"timeframe must be one of {sorted(TIMEFRAME_MS)}")
     try:

@@ -15,9 +15,10 @@ import hmac
 from urllib.parse import parse_qsl
 
 from services.exchange_sim.engine import SimError
+from shared.config import SIM_API_KEY, SIM_API_SECRET
 
-DEFAULT_API_KEY = "sim-api-key"
-DEFAULT_API_SECRET = "sim-api-secret"
+DEFAULT_API_KEY = SIM_API_KEY
+DEFAULT_API_SECRET = SIM_API_SECRET
 DEFAULT_RECV_WINDOW = 5000
 MAX_RECV_WINDOW = 60000
 

@@ -1,0 +1,1 @@
+"""Operator commands of ``tradebot``: status, halt/resume/flatten, the dead-letter queue."""

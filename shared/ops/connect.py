@@ -1,0 +1,78 @@
+"""How an operator command reaches Redis: the URL it uses, and one-line failures, no traceback."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+from urllib.parse import urlsplit, urlunsplit
+
+import redis.asyncio as aioredis
+import typer
+from redis.asyncio.retry import Retry
+from redis.backoff import ExponentialBackoff
+from redis.exceptions import AuthenticationError
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from shared.config import Settings
+from shared.log import error_text
+from shared.redisconn import redis_url
+from shared.schemas import SchemaError
+
+T = TypeVar("T")
+
+# Short enough that a command answers soon when Redis is down, long enough for a loaded server
+# (the services' client retries for seconds; a person at a prompt wants the answer now).
+CONNECT_TIMEOUT_S = 3.0
+SOCKET_TIMEOUT_S = 10.0
+
+
+def mask_url(url: str) -> str:
+    """Return the URL with its password (if any) replaced by asterisks, for printing."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable Redis URL)"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:**********@{host}{port}"))
+
+
+def unreachable_line(url: str, err: BaseException) -> str:
+    """Return the one line printed when Redis cannot be used."""
+    shown = mask_url(url)
+    if isinstance(err, AuthenticationError):
+        return f"cannot log in to Redis at {shown}: {error_text(err)}"
+    return f"cannot reach Redis at {shown}: is `tradebot up` running?"
+
+
+def run_with_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
+    """Run ``work`` with a client to the bot's Redis; exit 1 with one line if Redis fails us."""
+    url = redis_url(settings)
+
+    async def go() -> T:
+        client = aioredis.Redis.from_url(
+            url,
+            socket_connect_timeout=CONNECT_TIMEOUT_S,
+            socket_timeout=SOCKET_TIMEOUT_S,
+            retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
+            retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        )
+        try:
+            return await work(client)
+        finally:
+            await client.aclose()
+
+    try:
+        return asyncio.run(go())
+    except (RedisConnectionError, RedisTimeoutError, OSError) as e:
+        typer.echo(unreachable_line(url, e), err=True)
+        raise typer.Exit(1) from None
+    except SchemaError as e:
+        typer.echo(f"unreadable record in Redis: {e}", err=True)
+        raise typer.Exit(1) from None
