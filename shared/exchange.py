@@ -62,6 +62,7 @@ T = TypeVar("T")
 Guard = Callable[[], bool]
 WEEK_MS = 7 * 86_400_000
 HISTORY_PAGE = 500
+OHLCV_MARGIN = 4  # extra klines per request, see ohlcv()
 ALGO_HISTORY_PAGE = 100  # allAlgoOrders answers at most 100 rows per request
 HISTORY_MAX_WINDOWS = 60  # about 14 months of history per call
 
@@ -99,8 +100,10 @@ class ExchangeClient:
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
         rand: Callable[[], float] = random.random,
         clock: Callable[[], float] = time.monotonic,
+        host_clock: bool = False,
     ) -> None:
         self.ex = exchange
+        self.host_clock = host_clock
         self.quote = quote
         self.timeframe = timeframe
         self.tuning = tuning or Tuning()
@@ -113,13 +116,17 @@ class ExchangeClient:
     def from_settings(cls, settings: Settings, tuning: Tuning | None = None) -> ExchangeClient:
         """Build the client (not yet started) for the configured exchange."""
         secrets = [s.get_secret_value() for s in (settings.api_key, settings.api_secret) if s]
-        tuning = tuning or Tuning(recv_window_ms=settings.recv_window_ms)
+        # ccxt's throttle charges Binance's weights (all tickers: 2 s); the simulator has none.
+        tuning = tuning or Tuning(
+            recv_window_ms=settings.recv_window_ms, enable_rate_limit=settings.exchange != "sim"
+        )
         return cls(
             create_ccxt(settings, tuning),
             quote=settings.quote,
             timeframe=settings.timeframe,
             tuning=tuning,
             secrets=secrets,
+            host_clock=settings.exchange == "sim",
         )
 
     async def start(self) -> None:
@@ -194,8 +201,15 @@ class ExchangeClient:
     async def sync_clock(self) -> int:
         """Measure the offset to the exchange clock (ccxt's timeDifference); return it in ms."""
         offset: int = await self._call("sync_clock", lambda: self.ex.load_time_difference())
+        self._sign_with_host_clock()
         log.info("Exchange clock: local minus exchange = %d ms", offset)
         return offset
+
+    def _sign_with_host_clock(self) -> None:
+        """Against the simulator, sign with the host clock: it accepts that, and its own
+        clock may run sped up or stepped, so no measured offset stays right for long."""
+        if self.host_clock:
+            self.ex.options["timeDifference"] = 0
 
     async def _resync(self, call: str) -> None:
         """Re-measure the clock offset after the exchange rejected a timestamp (-1021)."""
@@ -204,10 +218,12 @@ class ExchangeClient:
         except ccxt.BaseError as e:
             log.warning("Exchange clock re-sync after %s failed: %s", call, self._say(e))
             return
+        self._sign_with_host_clock()
         log.warning("Exchange clock re-synced after -1021 on %s: offset %s ms", call, offset)
 
     def exchange_now_ms(self) -> int:
-        """Return the exchange time estimated from the local clock and the measured offset."""
+        """Return the time requests are signed with: the exchange's, estimated from the local
+        clock and the measured offset (the host clock against the simulator)."""
         return int(self.ex.milliseconds() - int(self.ex.options.get("timeDifference") or 0))
 
     async def server_time(self) -> int:
@@ -252,7 +268,11 @@ class ExchangeClient:
         """
         tf = timeframe or self.timeframe
         now = now_ms if now_ms is not None else await self.server_time()
-        rows = await self._call("ohlcv", lambda: self.ex.fetch_ohlcv(symbol, tf, None, limit + 1))
+        # A few more rows than asked: candles that close while the request is in flight come
+        # back too and are dropped as not closed at now_ms, without pushing a wanted one out.
+        rows = await self._call(
+            "ohlcv", lambda: self.ex.fetch_ohlcv(symbol, tf, None, limit + OHLCV_MARGIN)
+        )
         closed = closed_candles([parse_ohlcv(r) for r in rows], TIMEFRAME_MS[tf], now)
         return closed[-limit:]
 

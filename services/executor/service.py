@@ -69,6 +69,7 @@ class Executor:
         self.redis = ctx.redis
         self.leverage_set: set[str] = set()
         self.busy: set[str] = set()  # client order ids being worked on right now
+        self.touched: dict[str, float] = {}  # client order id -> monotonic time last worked on
         self.exits_running = 0
         self.wake = asyncio.Event()
 
@@ -86,6 +87,7 @@ class Executor:
             yield
         finally:
             self.busy.discard(client_order_id)
+            self.touched[client_order_id] = time.monotonic()
 
     def event(self, intent: OrderIntent, event: str, **fields: Any) -> OrderEvent:
         """Return an event about an intent's order."""
@@ -544,7 +546,12 @@ class Executor:
                 await asyncio.wait_for(self.ctx.stop.wait(), RESUME_EVERY_S)
 
     async def resume(self) -> None:
-        """Ask the exchange about every open intent by client order id, and finish its flow."""
+        """Ask the exchange about every open intent by client order id, and finish its flow.
+
+        An intent worked on less than a recvWindow (plus slack) ago is left for later: a
+        send of it may still be queued inside the exchange. After a restart, ``fence``
+        has already waited that long.
+        """
         intents = [
             i for i in await self.journal.open_intents() if i.client_order_id not in self.busy
         ]

@@ -80,12 +80,24 @@ async def test_clock_skew_is_invalid_nonce_and_resync_recovers(
 async def test_simulated_time_jumps_are_absorbed_by_resync(
     sim: SimHandle, client: ExchangeClient
 ) -> None:
+    client.host_clock = False  # sign with the exchange's clock, as against Binance
+    await client.sync_clock()
     offset = client.ex.options["timeDifference"]
     before = calls("balance", "clock")
     sim.step(40)  # 50 simulated minutes pass in no time: the measured offset goes stale
     assert (await client.balance()).wallet == pytest.approx(10_000.0)
     assert calls("balance", "clock") >= before + 1  # a -1021, then the re-synced retry
     assert offset - client.ex.options["timeDifference"] == pytest.approx(40 * 75_000, abs=2_000)
+
+
+async def test_against_the_simulator_requests_are_signed_with_the_host_clock(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    assert client.ex.options["timeDifference"] == 0
+    before = calls("balance", "clock")
+    sim.step(40)  # a sped-up or stepped market: no -1021, nothing to re-sync
+    assert (await client.balance()).wallet == pytest.approx(10_000.0)
+    assert calls("balance", "clock") == before
 
 
 async def test_insufficient_margin_is_ours_and_not_retried(
