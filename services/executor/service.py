@@ -32,6 +32,7 @@ from services.executor.risk import EntryContext, by_priority, check_entry, close
 from services.signals.rules import StrategyParams
 from shared import book, keys
 from shared.bus import Consumer
+from shared.crash import crash_point
 from shared.exchange import ExchangeClient
 from shared.exchange_errors import OrderRejected, OutcomeUnknown, SendRefused, TemporaryError
 from shared.exchange_models import MarketInfo, Order
@@ -235,6 +236,7 @@ class Executor:
         )  # fmt: skip
         submitted = self.event(intent, "submitted", position_id=signal.id, ts=now)
         await self.journal.open_intent(intent, submitted, pending_symbol=True)
+        crash_point("entry_intent_written")
         with self.working_on(intent.client_order_id):
             await self.place_entry(intent)
         SIGNAL_TO_ORDER.observe(
@@ -297,6 +299,7 @@ class Executor:
         ORDERS.labels("entry", "filled").inc()
         log.info("Filled: %s %s qty=%g at %g [%s]", side.upper(), intent.symbol, order.filled,
                  price, pid)  # fmt: skip
+        crash_point("entry_filled")
         entry_stop = o.stop_price_for(side, price, self.params, self._tick(intent.symbol))
         await self.protect(pid, intent.symbol, side, order.filled, entry_stop, seq=0)
         await self.journal.close_intent(intent, "filled", record_id=pid)
@@ -499,6 +502,7 @@ class Executor:
         ORDERS.labels("exit", "filled").inc()
         log.info("Closed: %s %s at %g (%s) [%s]", side.upper(), intent.symbol, order.average,
                  reason, pid)  # fmt: skip
+        crash_point("exit_filled")
         canceled = [await self.cancel_stop(intent, pid, cid) for cid in stop_cids]
         await self.journal.close_intent(
             intent, "filled", *[c for c in canceled if c is not None],

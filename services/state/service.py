@@ -30,6 +30,7 @@ from services.state.reconcile import Reconciler
 from shared import book, keys
 from shared.book import BookPosition, ClosedTrade
 from shared.bus import Consumer, publish_in
+from shared.crash import crash_point
 from shared.exchange import ExchangeClient
 from shared.metrics import EXIT_SIGNALS, POSITIONS_OPEN, REALIZED_PNL, TRADES_CLOSED
 from shared.schemas import (
@@ -117,6 +118,7 @@ class State:
         """Fold one executor event into the book."""
         if not isinstance(msg, OrderEvent) or msg.position_id is None:
             return  # position events are our own; other kinds carry nothing for the book
+        crash_point("event_seen")
         async with self.book.lock:
             await self._fold_order(msg)
 
