@@ -169,6 +169,13 @@ class Reconciler:
             return p, sum(t.fee for t in fills), fills[-1].timestamp, "fault"
         return pos.best_price, 0.0, now, "fault"
 
+    async def refresh_account(self) -> None:
+        """Read the wallet and equity from the exchange into the book (tradebot status)."""
+        try:
+            await self._account(await self.client.server_time(), {})
+        except TemporaryError as e:
+            log.warning("Account: exchange unreachable, read again later: %s", e)
+
     async def _account(self, now: int, live: dict[str, Position]) -> None:
         balance = await self.client.balance()
         account = Account(

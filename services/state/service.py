@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 import redis.asyncio as aioredis
@@ -44,6 +43,7 @@ from shared.service import ServiceContext
 
 log = logging.getLogger("state")
 
+ACCOUNT_EVERY_S = 5.0
 STALE_TICK_MS = 60_000  # a tick this much older than the newest one seen is history, skipped
 
 
@@ -209,6 +209,7 @@ async def run(ctx: ServiceContext) -> None:
             tasks.create_task(events.run(ctx.stop), name="state-events")
             tasks.create_task(ticks.run(ctx.stop), name="state-ticks")
             tasks.create_task(reconcile_loop(ctx, reconciler), name="state-reconcile")
+            tasks.create_task(account_loop(ctx, reconciler), name="state-account")
     finally:
         await client.close()
 
@@ -222,6 +223,10 @@ async def reconcile_loop(ctx: ServiceContext, reconciler: Reconciler) -> None:
             await reconciler.run_once()
 
 
-def now_ms() -> int:
-    """Return the wall clock in ms (for records that are not market facts)."""
-    return int(time.time() * 1000)
+async def account_loop(ctx: ServiceContext, reconciler: Reconciler) -> None:
+    """Refresh the account (wallet, equity) every ACCOUNT_EVERY_S seconds until stopped."""
+    while not ctx.stop.is_set():
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.stop.wait(), ACCOUNT_EVERY_S)
+        if not ctx.stop.is_set():
+            await reconciler.refresh_account()
