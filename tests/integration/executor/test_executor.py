@@ -1,0 +1,237 @@
+"""The executor against the simulator (real ccxt) and a real Redis: every order flow.
+
+Each test drives the Executor's flows directly, as its consumer and loops would, and
+checks the simulator's account (the exchange's truth), the events and the journal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import pytest
+
+from services.executor import orders as o
+from services.signals.rules import StrategyParams
+from services.state import fold
+from shared import keys
+from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
+from shared.schemas import ExitSignal, OrderEvent, exit_signal_id
+from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
+
+
+async def book_from_events(h: Harness) -> None:
+    """Fold the executor's events into the book as state would (open + stop)."""
+    params = StrategyParams.from_settings(h.executor.s)
+    for ev in await h.events():
+        if isinstance(ev, OrderEvent) and ev.event == "filled" and ev.purpose == "entry":
+            pos = fold.open_from_fill(ev, params)
+            await h.redis.hset(keys.BOOK_POSITIONS, pos.position_id, pos.dump())
+        if isinstance(ev, OrderEvent) and ev.event == "stop_placed":
+            raw = await h.redis.hget(keys.BOOK_POSITIONS, ev.position_id or "")
+            assert raw is not None
+            from shared.book import BookPosition
+
+            pos = fold.with_stop(BookPosition.load(raw), ev)
+            await h.redis.hset(keys.BOOK_POSITIONS, pos.position_id, pos.dump())
+
+
+async def test_entry_fills_then_its_stop_is_placed(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+
+    acct = h.sim.account
+    pos = acct.positions["SOLUSDT"]
+    assert pos.amount > 0
+    [stop] = list(acct.algo_orders.values())
+    assert (stop.status, stop.side, stop.reduce_only) == ("NEW", "SELL", True)
+    assert stop.client_algo_id == stop_client_id(sig.id)
+    assert stop.trigger_price == pytest.approx(pos.entry_price * 0.98, abs=0.001)
+    kinds = [(e.event, e.purpose) for e in await h.events()]
+    assert kinds == [("submitted", "entry"), ("filled", "entry"), ("stop_placed", "stop")]
+    assert await h.redis.scard(keys.OPEN_INTENTS) == 0
+    assert await h.executor.journal.settled(sig.id) == "filled"
+
+
+async def test_the_same_signal_twice_gives_one_order(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "short")
+    await h.executor.enter(sig, await h.now())
+    await h.executor.enter(sig, await h.now())
+    await h.executor.queue_entry(sig)  # a redelivery after it was settled
+    orders = [
+        x for x in h.sim.account.orders.values() if x.client_order_id == entry_client_id(sig.id)
+    ]
+    assert len(orders) == 1
+    assert await h.redis.zcard(keys.ENTRY_BATCHES) == 0
+
+
+async def test_unknown_symbol_is_refused_with_a_logged_reason(
+    make_executor: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe("FOO/USDT:USDT")
+    sig = await h.signal("FOO/USDT:USDT", price=1.0)
+    with caplog.at_level(logging.INFO, logger="executor"):
+        await h.executor.enter(sig, await h.now())
+    assert "Entry refused: LONG FOO/USDT:USDT (unknown_symbol" in caplog.text
+    assert h.sim.account.orders == {}
+    assert await h.executor.journal.settled(sig.id) == "refused:unknown_symbol"
+
+
+async def test_stale_halted_and_outside_universe_are_refused(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(ETH)
+    sig = await h.signal(SOL)
+    await h.executor.enter(sig, await h.now())
+    assert await h.executor.journal.settled(sig.id) == "refused:not_in_universe"
+    await h.set_universe(SOL)
+    await h.redis.set(keys.HALT, b'{"reason":"test"}')
+    sig2 = await h.signal(SOL, "short")
+    await h.executor.enter(sig2, await h.now())
+    assert await h.executor.journal.settled(sig2.id) == "refused:halted"
+    await h.redis.delete(keys.HALT)
+    h.sim.step(5)  # 375 s later: the candle closed more than one timeframe ago
+    sig3 = await h.signal(SOL)
+    h.sim.step(5)
+    await h.executor.enter(sig3, await h.now())
+    assert await h.executor.journal.settled(sig3.id) == "refused:stale"
+    assert h.sim.account.orders == {}
+
+
+async def test_slots_go_by_vol_ratio_within_one_close(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor(max_positions=1)
+    await h.set_universe(SOL, ETH)
+    low, high = await h.signal(SOL, vr=2.0), await h.signal(ETH, vr=3.0)
+    await h.executor.handle(low, "1-0")
+    await h.executor.handle(high, "2-0")
+    [(close_ms, _)] = await h.executor.journal.batches()
+    await h.executor.allot(close_ms)
+    assert set(h.sim.account.open_positions()) == {"ETHUSDT"}
+    assert await h.executor.journal.settled(low.id) == "refused:no_free_slot"
+    assert await h.redis.zcard(keys.ENTRY_BATCHES) == 0
+
+
+async def test_a_close_waits_for_its_evaluations_then_for_the_deadline(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor(entry_wait_ms=60_000)
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL)
+    await h.executor.handle(sig, "1-0")
+    [(close_ms, arrived)] = await h.executor.journal.batches()
+    await h.redis.set(keys.close_expected_key(close_ms), 2)
+    await h.redis.sadd(keys.close_evaluated_key(close_ms), "SOL/USDT:USDT")
+    assert not await h.executor.close_ready(close_ms, arrived)  # 1 of 2 evaluated
+    await h.redis.sadd(keys.close_evaluated_key(close_ms), "ETH/USDT:USDT")
+    assert not await h.executor.close_ready(close_ms, arrived)  # state not at the close yet
+    assert await h.executor.close_ready(close_ms, arrived - 60_000)  # the deadline passed
+
+
+async def test_exit_closes_at_market_then_cancels_the_stop(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    exit_sig = ExitSignal(
+        id=exit_signal_id(sig.id, "trail"), position_id=sig.id, symbol=SOL, side="long",
+        reason="trail", price=150.0, best_price=155.0, ts=await h.now(),
+    )  # fmt: skip
+    await h.executor.handle(exit_sig, "3-0")
+    acct = h.sim.account
+    assert "SOLUSDT" not in acct.open_positions()
+    [stop] = list(acct.algo_orders.values())
+    assert stop.status == "CANCELED"
+    tail = [(e.event, e.purpose, e.reason) for e in await h.events()][-3:]
+    assert tail == [("submitted", "exit", "trail"), ("filled", "exit", "trail"),
+                    ("canceled", "stop", None)]  # fmt: skip
+    await h.executor.handle(exit_sig, "3-0")  # redelivered: nothing more is sent
+    exits = [x for x in acct.orders.values() if x.client_order_id == exit_client_id(sig.id)]
+    assert len(exits) == 1
+
+
+async def test_a_stop_the_exchange_refuses_closes_the_position(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    pos = h.sim.account.positions["SOLUSDT"]
+    # A repair asking for a sell stop above the price: it would trigger at once (-2021).
+    await h.executor.protect(sig.id, SOL, "long", pos.amount, 200.0, seq=1)
+    assert "SOLUSDT" not in h.sim.account.open_positions()
+    closing = [e for e in await h.events() if e.purpose == "exit" and e.event == "filled"]
+    assert [e.reason for e in closing] == ["fault"]
+
+
+async def test_a_stop_fill_is_confirmed_from_the_exchange(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    h.sim.set_path("SOLUSDT", [140.0])
+    h.sim.step(1)  # through the stop at 147: it fills at its trigger price
+    stop_sig = ExitSignal(
+        id=exit_signal_id(sig.id, "stop"), position_id=sig.id, symbol=SOL, side="long",
+        reason="stop", price=147.0, best_price=150.0, ts=await h.now(),
+    )  # fmt: skip
+    await h.executor.handle(stop_sig, "4-0")
+    [filled] = [e for e in await h.events() if e.event == "stop_filled"]
+    assert filled.price == pytest.approx(147.0)
+    assert (filled.reason, filled.position_id) == ("stop", sig.id)
+
+
+async def test_resume_abandons_an_entry_never_sent_and_finishes_one_that_filled(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL, ETH)
+    never = await h.signal(SOL)
+    sent = await h.signal(ETH, "short")
+    now = await h.now()
+    for sig in (never, sent):
+        intent = o.entry_intent(sig.id, sig.symbol, sig.side, 1.0, now)
+        await h.executor.journal.open_intent(intent, pending_symbol=True)
+    # The crashed executor had sent the ETH entry: it is on the exchange, no stop yet.
+    raw = h.sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(ETH, "market", "sell", 1.0, None,
+                           {"clientOrderId": entry_client_id(sent.id)})  # fmt: skip
+    await h.executor.resume()
+    assert await h.executor.journal.settled(never.id) == "abandoned"
+    assert await h.executor.journal.settled(sent.id) == "filled"
+    [stop] = list(h.sim.account.algo_orders.values())
+    assert (stop.symbol, stop.side, stop.status) == ("ETHUSDT", "BUY", "NEW")
+    assert await h.redis.scard(keys.OPEN_INTENTS) == 0
+    assert len(h.sim.account.orders) == 1  # nothing was sent again
+
+
+async def test_bad_messages_on_the_signals_stream_go_to_the_dlq(
+    make_executor: MakeHarness,
+) -> None:
+    from shared.bus import Consumer, publish
+    from shared.schemas import Message
+
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    consumer: Consumer[Message] = Consumer(
+        h.redis, keys.STREAM_SIGNALS, keys.GROUP_EXECUTOR, "t", h.executor.handle, Message,
+        block_ms=100,
+    )  # fmt: skip
+    await h.redis.xadd(keys.STREAM_SIGNALS, {b"d": b'{"kind":"entry","v":1,"id":"x"}'})
+    sig = await h.signal(SOL)
+    await publish(h.redis, keys.STREAM_SIGNALS, sig)
+    task = asyncio.create_task(consumer.run(h.executor.ctx.stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await h.redis.zcard(keys.ENTRY_BATCHES):
+            assert asyncio.get_running_loop().time() < deadline, "entry not queued"
+            await asyncio.sleep(0.02)
+    finally:
+        h.executor.ctx.stop.set()
+        await task
+    assert await h.redis.xlen(keys.STREAM_DLQ) == 1
