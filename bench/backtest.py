@@ -3,7 +3,7 @@
 Prints candles/s for both engines and the ratio, and compares their decisions: the entry
 signals candle by candle, the trades' entries, and how many exits differ because backtrader
 sees a bar only as a whole (native stop order inside the bar, trail checked at the close)
-while STRATEGY.md plays each candle as four price events (open, low/high, high/low, close).
+while docs/strategy.md plays each candle as four price events (open, low/high, high/low, close).
 
 Run: .venv/bin/python bench/backtest.py [--bt-days N]
 """
@@ -80,7 +80,7 @@ class BodyVolChop(bt.Indicator):  # type: ignore[misc]
 
 
 class StrategyBt(bt.Strategy):  # type: ignore[misc]
-    """STRATEGY.md in backtrader: native stop order, trail at the bar close, same slots."""
+    """docs/strategy.md in backtrader: native stop order, trail at the bar close, same slots."""
 
     params: Any = (("cfg", None),)
 

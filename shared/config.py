@@ -1,4 +1,4 @@
-"""The one settings object: every STRATEGY.md parameter plus connections, from TB_* env and TOML."""
+"""The one settings object: every strategy parameter plus connections, from TB_* env and TOML."""
 
 from __future__ import annotations
 
@@ -49,7 +49,7 @@ TIMEFRAME_MS: dict[str, int] = {
 SIM_API_KEY = "sim-api-key"
 SIM_API_SECRET = "sim-api-secret"
 
-# Settings whose value must lie strictly inside (0, 1) (STRATEGY.md "every fraction").
+# Settings whose value must lie strictly inside (0, 1) (docs/strategy.md "every fraction").
 OPEN_FRACTIONS = (
     "trade_pct",
     "min_body_pct",
@@ -60,7 +60,7 @@ OPEN_FRACTIONS = (
     "surge_trail_stop",
     "fee_rate",
 )
-# SLIPPAGE defaults to 0 in STRATEGY.md, so zero is allowed for it: [0, 1).
+# SLIPPAGE defaults to 0 in docs/strategy.md, so zero is allowed for it: [0, 1).
 HALF_OPEN_FRACTIONS = ("slippage",)
 
 
@@ -116,7 +116,7 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    # --- strategy (STRATEGY.md, same names and defaults) ---
+    # --- strategy (docs/strategy.md, same names and defaults) ---
     leverage: int = Field(3, description="futures leverage set on every traded symbol")
     trade_pct: float = Field(0.80, description="share of equity committed as margin")
     max_positions: int = Field(3, description="positions open at once")

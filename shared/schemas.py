@@ -62,7 +62,7 @@ class Message(BaseModel):
 
 
 def entry_signal_id(symbol: str, timeframe: str, candle_open_ms: int, side: Side) -> str:
-    """Return the deterministic entry signal id of STRATEGY.md (one id, at most one position)."""
+    """Return the deterministic entry signal id (one id, at most one position)."""
     return f"{symbol}|{timeframe}|{candle_open_ms}|{side}"
 
 

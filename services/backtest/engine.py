@@ -1,4 +1,4 @@
-"""The backtest event loop: STRATEGY.md replayed over candles, fast and exact.
+"""The backtest event loop: docs/strategy.md replayed over candles, fast and exact.
 
 A numpy pre-pass computes the indicators and the candidate entries of every symbol. The loop
 then visits only candidate entries, in (close time, -vol_ratio, symbol) order; each entry

@@ -3,7 +3,7 @@
 Pure: no I/O, no clock reads. Prices and the time are passed in by the caller.
 One-way position mode (positionSide BOTH). Market orders fill at the current price; a
 STOP_MARKET algo order triggers when a price event reaches its trigger and fills at the
-trigger price (the STRATEGY.md model, also on gaps). Liquidation and funding are not modelled.
+trigger price (the docs/strategy.md model, also on gaps). Liquidation and funding are not modelled.
 """
 
 from __future__ import annotations

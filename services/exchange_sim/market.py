@@ -1,7 +1,7 @@
 """The simulated market: candles per symbol played as price events on a simulated clock.
 
 Event timing. With q = timeframe / 4, candle t (open time t) plays the four price events of
-STRATEGY.md (``candle_price_path``: open, low/high or high/low, close) at t + q, t + 2q,
+docs/strategy.md (``candle_price_path``: open, low/high or high/low, close) at t + q, t + 2q,
 t + 3q and t + 4q = t + timeframe. So the candle is closed (open time + timeframe <= clock)
 exactly when its close event has been played, and a bot that sees it closed and sends a
 market order has q of simulated time (75 s at 5m) to be filled at that close, as the

@@ -1,4 +1,4 @@
-"""Risk checks of an entry, and the STRATEGY.md order of entries within one candle close.
+"""Risk checks of an entry, and the docs/strategy.md order of entries within one candle close.
 
 Pure: the caller reads the book, the universe, the markets and the balance and passes them
 in; ``check_entry`` returns the quantity to buy or the reason not to. The checks run in a

@@ -1,4 +1,4 @@
-"""The entry indicators of STRATEGY.md: body_pct, vol_ratio, chop.
+"""The entry indicators of docs/strategy.md: body_pct, vol_ratio, chop.
 
 Two forms with bit-identical values: vectorized over a whole series (the backtest and a live
 scan of CANDLE_LIMIT candles) and incremental over a rolling window (``IndicatorWindow``).

@@ -1,4 +1,4 @@
-"""Entry and exit rules of STRATEGY.md, written once for scalars and numpy arrays alike.
+"""Entry and exit rules of docs/strategy.md, written once for scalars and numpy arrays alike.
 
 Every predicate here uses only numpy ufuncs, so the live services call them on floats and the
 backtest calls the very same functions on whole arrays. Side is +1 for long, -1 for short.
@@ -23,7 +23,7 @@ X = TypeVar("X", float, np.ndarray)
 
 @dataclass(frozen=True, slots=True)
 class StrategyParams:
-    """The STRATEGY.md parameters the rules read, as plain floats; built only from Settings."""
+    """The docs/strategy.md parameters the rules read, as plain floats; built only from Settings."""
 
     min_body_pct: float
     long_vr: float

@@ -1,4 +1,4 @@
-"""Position size from equity (STRATEGY.md "Size"), with the market's amount step and minimums."""
+"""Position size from equity (docs/strategy.md "Size"), with the amount step and minimums."""
 
 from __future__ import annotations
 

@@ -2,7 +2,7 @@
 
 Every function takes the current record and a fact and returns the new record (or None
 when the fact changes nothing), so folding the same fact twice changes nothing twice.
-The exit rules are STRATEGY.md's, through ``services.signals.rules.on_price`` itself.
+The exit rules are docs/strategy.md's, through ``services.signals.rules.on_price`` itself.
 """
 
 from __future__ import annotations
@@ -81,7 +81,7 @@ class TickOutcome:
 
 
 def on_tick(pos: BookPosition, price: float, ts: int, params: StrategyParams) -> TickOutcome:
-    """Apply one price event in STRATEGY.md order (stop, best, trail) to a position.
+    """Apply one price event in docs/strategy.md order (stop, best, trail) to a position.
 
     An exit already asked for is asked for again only after EXIT_RETRY_MS (the executor
     ignores a duplicate of a finished exit, and a stop that has not filled yet).

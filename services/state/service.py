@@ -3,7 +3,7 @@
 It folds the executor's order events into the book (an entry fill opens a position, a
 placed stop is recorded, an exit or stop fill closes it into a trade with PnL and fees),
 and on every price tick moves each position's best price and evaluates the exit rules in
-STRATEGY.md order, publishing exit signals on ``tb:signals``. It reconciles the book with
+docs/strategy.md order, publishing exit signals on ``tb:signals``. It reconciles the book with
 the exchange at start and every RECONCILE_INTERVAL (``reconcile.py``), asking the executor
 for any missing stop. It writes ``tb:state:tick_ms``, the newest price event handled, which
 the executor waits for before giving a candle close's entries their slots.

@@ -1,9 +1,9 @@
-"""A deliberately naive reference backtester, written from the text of STRATEGY.md.
+"""A deliberately naive reference backtester, written from the text of docs/strategy.md.
 
 Plain Python, one step (candle close) at a time, all symbols together, every rule spelled
 out where it applies. It shares no code with services.signals or services.backtest: the point
 is an independent second reading of the contract to compare the fast engine against.
-Decisions where STRATEGY.md is silent follow docs/strategy.md (sizing at the signal close,
+Decisions where docs/strategy.md is silent follow docs/strategy.md (sizing at the signal close,
 entries at one close filled one after another, 24h window (T - 24h, T], --from/--to by open
 time, `end` exits at each symbol's last close with the exit fee, windows restart at gaps).
 """
@@ -121,7 +121,7 @@ def reference_backtest(
     to_ms: int | None = None,
     limits: dict[str, tuple[float, float, float]] | None = None,
 ) -> RefResult:
-    """Replay STRATEGY.md candle by candle over {symbol: OHLCV frame} and return the trades.
+    """Replay docs/strategy.md candle by candle over {symbol: OHLCV frame} and return the trades.
 
     ``limits`` maps a symbol to (amount step, minimum amount, minimum notional); none by default.
     """

@@ -1,4 +1,4 @@
-"""Settings: STRATEGY.md defaults, validation rules with one-line messages, env and TOML sources."""
+"""Settings: the strategy's defaults, validation rules with one-line messages, env and TOML."""
 
 from __future__ import annotations
 

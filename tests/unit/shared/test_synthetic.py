@@ -23,7 +23,7 @@ TF = 300_000
 
 
 def entry_signals(df: pd.DataFrame) -> tuple[int, int]:
-    """Count long and short entry signals of STRATEGY.md at default settings."""
+    """Count long and short entry signals of docs/strategy.md at default settings."""
     o, h, lo, c, v = (df[k].to_numpy() for k in ("open", "high", "low", "close", "volume"))
     p = StrategyParams.from_settings(Settings())
     body = indicators.body_pct(o, c)

@@ -1,4 +1,4 @@
-"""Each clause of STRATEGY.md's entry and exit rules, at its exact boundary."""
+"""Each clause of docs/strategy.md's entry and exit rules, at its exact boundary."""
 
 from __future__ import annotations
 

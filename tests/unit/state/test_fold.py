@@ -1,4 +1,4 @@
-"""The book's fold: fills open and close positions once; ticks apply STRATEGY.md's exits."""
+"""The book's fold: fills open and close positions once; ticks apply docs/strategy.md's exits."""
 
 from __future__ import annotations
 
