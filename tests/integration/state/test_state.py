@@ -165,3 +165,25 @@ async def test_events_of_other_kinds_are_ignored(harness: StateHarness) -> None:
     msg: Message = PriceTick(symbol=SOL, price=1.0, ts=1)
     await harness.state.on_event(msg, "1-0")
     assert await book.read_positions(harness.redis) == {}
+
+
+async def test_reconcile_leaves_a_protected_position_alone(
+    harness: StateHarness, sim: SimHandle
+) -> None:
+    h = harness
+    raw = sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(SOL, "market", "buy", 2.0)
+    stop_cid = stop_client_id(PID)
+    await raw.create_order(
+        SOL, "market", "sell", 2.0, None,
+        {"clientOrderId": stop_cid, "triggerPrice": 147.0, "reduceOnly": True},
+    )  # fmt: skip
+    await h.state.on_event(order_event("filled", "entry", "buy", 150.0, ts=0), "1-0")
+    await h.state.on_event(order_event("stop_placed", "stop", "sell", 147.0, cid=stop_cid), "2-0")
+    await h.rec.run_once()
+    await h.rec.run_once()
+    assert [p.stop_client_order_id for p in (await book.read_positions(h.redis)).values()] == [
+        stop_cid
+    ]
+    assert not [c for c in await h.stream(keys.STREAM_SIGNALS) if isinstance(c, StopCommand)]
