@@ -173,7 +173,12 @@ class Executor:
             for close_ms, arrived in await self.journal.batches():
                 if not await self.close_ready(close_ms, arrived):
                     break
-                await self.allot(close_ms)
+                try:
+                    await self.allot(close_ms)
+                except TemporaryError as e:
+                    log.warning("Entries of close %d: exchange unreachable, retried: %s",
+                                close_ms, e)  # fmt: skip
+                    break
             self.wake.clear()
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.wake.wait(), POLL_S)
