@@ -15,7 +15,7 @@ import redis.asyncio as aioredis
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from shared import keys
-from shared.schemas import ExitReason, SchemaError, Side
+from shared.schemas import ExitReason, SchemaError, Side, side_sign
 
 R = TypeVar("R", bound="Record")
 
@@ -72,6 +72,10 @@ class BookPosition(Record):
     exit_requested: ExitReason | None = None  # an exit signal was sent for this reason
     exit_requested_ms: int | None = None
     adopted: bool = False
+
+    def unrealized(self, price: float) -> float:
+        """Return the open PnL at ``price`` (fees not included)."""
+        return side_sign(self.side) * (price - self.entry_price) * self.quantity
 
 
 class ClosedTrade(Record):

@@ -61,6 +61,11 @@ class Message(BaseModel):
     v: Annotated[int, Field(ge=1, le=1)] = 1
 
 
+def side_sign(side: Side) -> int:
+    """Return +1 for a long and -1 for a short: the sign of PnL per unit of price rise."""
+    return 1 if side == "long" else -1
+
+
 def entry_signal_id(symbol: str, timeframe: str, candle_open_ms: int, side: Side) -> str:
     """Return the deterministic entry signal id (one id, at most one position)."""
     return f"{symbol}|{timeframe}|{candle_open_ms}|{side}"

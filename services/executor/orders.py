@@ -13,12 +13,7 @@ from services.signals.rules import StrategyParams
 from services.signals.sizing import MarketLimits
 from shared.exchange_models import MarketInfo
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
-from shared.schemas import OrderIntent, OrderSide, Side
-
-
-def side_sign(side: Side) -> int:
-    """Return +1 for a long, -1 for a short (the rules' convention)."""
-    return rules.LONG if side == "long" else rules.SHORT
+from shared.schemas import OrderIntent, OrderSide, Side, side_sign
 
 
 def opening_side(side: Side) -> OrderSide:

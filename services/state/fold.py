@@ -13,14 +13,9 @@ from typing import Any
 from services.signals import rules
 from services.signals.rules import StrategyParams
 from shared.book import BookPosition, ClosedTrade
-from shared.schemas import ExitReason, OrderEvent, PositionEvent, Side
+from shared.schemas import ExitReason, OrderEvent, PositionEvent, Side, side_sign
 
 EXIT_RETRY_MS = 30_000  # an exit asked for and still open is asked for again after this
-
-
-def side_sign(side: Side) -> int:
-    """Return +1 for a long, -1 for a short."""
-    return rules.LONG if side == "long" else rules.SHORT
 
 
 def open_from_fill(event: OrderEvent, params: StrategyParams) -> BookPosition:
@@ -101,11 +96,6 @@ def on_tick(pos: BookPosition, price: float, ts: int, params: StrategyParams) ->
     exit_reason: ExitReason = "stop" if reason is rules.ExitReason.STOP else "trail"
     updated = updated.model_copy(update={"exit_requested": exit_reason, "exit_requested_ms": ts})
     return TickOutcome(updated, True, exit_reason, decision.price)
-
-
-def unrealized(pos: BookPosition, price: float) -> float:
-    """Return a position's unrealised PnL at ``price``."""
-    return side_sign(pos.side) * (price - pos.entry_price) * pos.quantity
 
 
 def position_event(event: str, pos: BookPosition, **fields: Any) -> PositionEvent:

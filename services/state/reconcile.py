@@ -26,7 +26,7 @@ from shared.exchange_errors import ExchangeFailure, TemporaryError
 from shared.exchange_models import Order, Position
 from shared.metrics import EQUITY, RECONCILE_CORRECTIONS, RECONCILE_RUNS, UNREALIZED_PNL
 from shared.order_ids import exit_client_id
-from shared.schemas import ExitReason, Side, StopCommand, stop_command_id
+from shared.schemas import ExitReason, Side, StopCommand, side_sign, stop_command_id
 from shared.service import ServiceContext
 
 if TYPE_CHECKING:
@@ -90,7 +90,7 @@ class Reconciler:
         if stop is not None and stop.stop_price:
             stop_price = stop.stop_price
         else:
-            stop_price = rules.stop_price(fold.side_sign(side), ex_pos.entry_price, self.params)
+            stop_price = rules.stop_price(side_sign(side), ex_pos.entry_price, self.params)
         pos = BookPosition(
             position_id=pid, symbol=ex_pos.symbol, side=side, quantity=ex_pos.contracts,
             entry_price=ex_pos.entry_price, entry_time=now, stop_price=stop_price,

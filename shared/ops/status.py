@@ -28,16 +28,6 @@ STREAMS = (
 RECENT_TRADES = 10
 
 
-def side_sign(side: str) -> int:
-    """Return +1 for a long and -1 for a short: the sign of PnL per unit of price rise."""
-    return 1 if side == "long" else -1
-
-
-def unrealized_pnl(pos: BookPosition, last: float) -> float:
-    """Return the open PnL of a position at the last price (fees not included)."""
-    return side_sign(pos.side) * (last - pos.entry_price) * pos.quantity
-
-
 def position_row(pos: BookPosition, last: LastPrice | None) -> dict[str, Any]:
     """Return one open position as a report row, valued at the last price when known."""
     return {
@@ -52,7 +42,7 @@ def position_row(pos: BookPosition, last: LastPrice | None) -> dict[str, Any]:
         "best_price": pos.best_price,
         "last_price": None if last is None else last.price,
         "last_price_ts": None if last is None else last.ts,
-        "unrealized_pnl": None if last is None else unrealized_pnl(pos, last.price),
+        "unrealized_pnl": None if last is None else pos.unrealized(last.price),
         "exit_requested": pos.exit_requested,
         "adopted": pos.adopted,
     }

@@ -8,7 +8,7 @@ from shared.book import BookPosition, Heartbeat, LastPrice
 from shared.config import Settings
 from shared.ops.control import manual_exit
 from shared.ops.dlq import shorten
-from shared.ops.status import pick_mode, position_row, unrealized_pnl, without_active
+from shared.ops.status import pick_mode, position_row, without_active
 from shared.schemas import ExitSignal, encode
 
 
@@ -42,9 +42,9 @@ def beat(service: str, role: str, mode: str = "paper") -> Heartbeat:
 
 
 def test_unrealized_pnl_is_signed_by_side() -> None:
-    assert unrealized_pnl(pos("long"), 103.0) == pytest.approx(6.0)
-    assert unrealized_pnl(pos("short"), 103.0) == pytest.approx(-6.0)
-    assert unrealized_pnl(pos("short"), 95.0) == pytest.approx(10.0)
+    assert pos("long").unrealized(103.0) == pytest.approx(6.0)
+    assert pos("short").unrealized(103.0) == pytest.approx(-6.0)
+    assert pos("short").unrealized(95.0) == pytest.approx(10.0)
 
 
 def test_position_row_without_a_last_price_has_no_pnl() -> None:

@@ -67,4 +67,4 @@ def test_a_price_that_changes_nothing_writes_nothing() -> None:
 
 
 def test_unrealized_pnl_by_side() -> None:
-    assert fold.unrealized(fold.open_from_fill(fill("sell", 100.0, 2.0), P), 90.0) == 20.0
+    assert fold.open_from_fill(fill("sell", 100.0, 2.0), P).unrealized(90.0) == 20.0
