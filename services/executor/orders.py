@@ -6,7 +6,7 @@ Client order ids come from ``shared.order_ids`` (derived from the position id).
 from __future__ import annotations
 
 import math
-from decimal import ROUND_HALF_EVEN, Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 
 from services.signals import rules
 from services.signals.rules import StrategyParams
@@ -36,18 +36,28 @@ def side_closed_by(order_side: str) -> Side:
     return "long" if order_side == "sell" else "short"
 
 
-def round_to_tick(price: float, tick: float | None) -> float:
-    """Round a price to the nearest multiple of the market's tick (exactly, in decimal)."""
+def round_to_tick(price: float, tick: float | None, rounding: str = ROUND_HALF_EVEN) -> float:
+    """Round a price to a multiple of the tick (exactly, in decimal; nearest by default)."""
     if not tick or tick <= 0:
         return price
     d_tick = Decimal(repr(float(tick)))
-    units = (Decimal(repr(float(price))) / d_tick).to_integral_value(ROUND_HALF_EVEN)
+    units = (Decimal(repr(float(price))) / d_tick).to_integral_value(rounding)
     return float(units * d_tick)
+
+
+def stop_on_grid(side: Side, stop: float, tick: float | None) -> float:
+    """Put a stop on the tick grid away from the entry: down for a long, up for a short.
+
+    On the grid, "price <= stop" (long) holds exactly when "price <= floor(stop)" does, so
+    the exchange's stop fires on the same price events as the contract's; rounding to the
+    nearest tick could move it towards the entry and fire one tick early.
+    """
+    return round_to_tick(stop, tick, ROUND_FLOOR if side == "long" else ROUND_CEILING)
 
 
 def stop_price_for(side: Side, entry: float, params: StrategyParams, tick: float | None) -> float:
     """Return the stop at SL_PCT from the entry fill, on the market's price grid."""
-    return round_to_tick(rules.stop_price(side_sign(side), entry, params), tick)
+    return stop_on_grid(side, rules.stop_price(side_sign(side), entry, params), tick)
 
 
 def limits_of(market: MarketInfo) -> MarketLimits:

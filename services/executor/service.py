@@ -326,8 +326,8 @@ class Executor:
         state's reconciliation, which repairs a missing stop.
         """
         now = self.client.exchange_now_ms()
-        intent = o.stop_intent(pid, symbol, side, qty, o.round_to_tick(stop, self._tick(symbol)),
-                               seq, now)  # fmt: skip
+        on_grid = o.stop_on_grid(side, stop, self._tick(symbol))
+        intent = o.stop_intent(pid, symbol, side, qty, on_grid, seq, now)
         await self.journal.open_intent(intent)
         with self.working_on(intent.client_order_id):
             await self.place_stop(intent, side)

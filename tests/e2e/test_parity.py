@@ -25,11 +25,11 @@ quantities are comparable. The data is checked to hold 8+ trades with stop and t
 and a close whose free slot goes to the higher vol_ratio, not to the first name.
 
 Documented differences, allowed on purpose:
-- A live stop rests on the exchange at the stop price rounded to the nearest tick (the
-  executor's ``round_to_tick``), the backtest's at entry * (1 -/+ SL_PCT) exactly: a stop
-  exit differs by up to one tick, its PnL by quantity x tick. With prices on the tick grid
-  the trigger is the same, except for a price event exactly at a stop that was rounded
-  towards the entry (it fires live, not in the backtest); none happens in this data.
+- A live stop rests on the exchange at the stop price put on the tick grid away from the
+  entry (the executor's ``stop_on_grid``: down for a long, up for a short), the
+  backtest's at entry * (1 -/+ SL_PCT) exactly: a stop exit differs by less than one
+  tick, its PnL by quantity x tick. With prices on the tick grid both fire on the same
+  price events.
 - Live equity comes from the exchange's balance (8 decimals), the backtest's is a float
   sum: a quantity may differ by one lot step where rounding down sits on a step boundary.
 - Live times are the fills' exchange times (the event at which the fill happened); the
@@ -58,7 +58,7 @@ from services.backtest.engine import (
 )
 from services.exchange_sim.engine import spec_for
 from services.exchange_sim.market import exchange_symbol
-from services.executor.orders import round_to_tick
+from services.executor.orders import stop_on_grid
 from services.signals.rules import LONG
 from services.signals.sizing import MarketLimits
 from shared import keys
@@ -66,7 +66,7 @@ from shared.book import BookPosition, ClosedTrade
 from shared.candles import load_candles
 from shared.config import Settings, env_name
 from shared.redisconn import EmbeddedRedis
-from shared.schemas import OrderEvent, decode
+from shared.schemas import OrderEvent, Side, decode
 from shared.synthetic import generate_candles
 from tests.fixtures.stack import SERVICES, Stack
 
@@ -215,8 +215,9 @@ def assert_same_trade(bt: Trade, live: ClosedTrade, frames: dict[str, pd.DataFra
     assert live.reason == str(bt.exit_reason), what
     assert candle_close(live.exit_time) == bt.exit_time_ms, what
     # The live stop sits at the backtest's stop price on the tick grid (less than a tick away).
+    side: Side = "long" if bt.side == LONG else "short"
     expected_exit = (
-        round_to_tick(bt.exit_price, tick) if bt.exit_reason == "stop" else bt.exit_price
+        stop_on_grid(side, bt.exit_price, tick) if bt.exit_reason == "stop" else bt.exit_price
     )
     assert live.exit_price == expected_exit, what
     assert abs(live.quantity - bt.quantity) <= limits.amount_step * 1.000001, what

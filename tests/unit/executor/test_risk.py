@@ -80,6 +80,9 @@ def test_stop_prices_sit_on_the_tick_grid() -> None:
     assert o.stop_price_for("long", 100.0, p, 0.01) == pytest.approx(98.0)
     assert o.stop_price_for("short", 0.187468, p, 0.0000001) == pytest.approx(0.1912174)
     assert o.round_to_tick(181.09936, 0.001) == pytest.approx(181.099)
+    # never tighter than the contract: a long's stop goes down, a short's up
+    assert o.stop_price_for("long", 150.0999, p, 0.01) == pytest.approx(147.09)
+    assert o.stop_price_for("short", 150.0999, p, 0.01) == pytest.approx(153.11)
 
 
 def test_intents_close_with_the_opposite_side_reduce_only() -> None:
