@@ -187,3 +187,27 @@ async def test_reconcile_leaves_a_protected_position_alone(
         stop_cid
     ]
     assert not [c for c in await h.stream(keys.STREAM_SIGNALS) if isinstance(c, StopCommand)]
+
+
+async def test_a_malformed_event_goes_to_the_dlq_and_events_go_on(harness: StateHarness) -> None:
+    h = harness
+    stop = asyncio.Event()
+    consumer: Consumer[Message] = Consumer(
+        h.redis, keys.STREAM_EVENTS, keys.GROUP_STATE, "t", h.state.on_event, Message,
+        block_ms=100,
+    )  # fmt: skip
+    await h.redis.xadd(keys.STREAM_EVENTS, {b"d": b'{"kind":"order","v":9}'})
+    from shared.bus import publish
+
+    await publish(h.redis, keys.STREAM_EVENTS, order_event("filled", "entry", "buy", 100.0))
+    task = asyncio.create_task(consumer.run(stop))
+    try:
+        deadline = asyncio.get_running_loop().time() + 10
+        while not await book.read_positions(h.redis):
+            assert asyncio.get_running_loop().time() < deadline, "entry fill not folded"
+            await asyncio.sleep(0.02)
+    finally:
+        stop.set()
+        await task
+    [dead] = await h.stream(keys.STREAM_DLQ)
+    assert "unsupported schema version" in dead.error
