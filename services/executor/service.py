@@ -233,7 +233,11 @@ class Executor:
             ENTRIES_REFUSED.labels(decision.refused).inc()
             await self.journal.settle(signal.id, f"refused:{decision.refused}")
             return
-        intent = o.entry_intent(signal.id, signal.symbol, signal.side, decision.quantity, now)
+        # Stamped with the signing clock, as stop and exit intents are: resume() compares it
+        # with that clock (the server time runs ahead of it on a sped-up simulator).
+        intent = o.entry_intent(
+            signal.id, signal.symbol, signal.side, decision.quantity, self.client.exchange_now_ms()
+        )
         log.info(
             "Entry: %s %s qty=%g at ~%g (VR=%.2f) [%s]",
             signal.side.upper(), signal.symbol, intent.quantity, signal.price,
