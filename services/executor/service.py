@@ -565,16 +565,13 @@ class Executor:
         send of it may still be queued inside the exchange. After a restart, ``fence``
         has already waited that long.
         """
-        intents = [
-            i for i in await self.journal.open_intents() if i.client_order_id not in self.busy
-        ]
-        if not intents:
-            return
-        now = self.client.exchange_now_ms()
         t = self.client.tuning
-        for intent in intents:
-            if now - intent.ts < t.recv_window_ms + t.settle_slack_ms or not self.guard():
-                continue
+        settle_s = (t.recv_window_ms + t.settle_slack_ms) / 1000
+        for intent in await self.journal.open_intents():
+            cid = intent.client_order_id
+            recent = time.monotonic() - self.touched.get(cid, float("-inf")) < settle_s
+            if cid in self.busy or recent or not self.guard():
+                continue  # a send of it may still be in flight: not yet
             try:
                 with self.working_on(intent.client_order_id):
                     await self.resume_one(intent)
