@@ -382,6 +382,14 @@ class Executor:
         if cmd.position_id not in positions:
             log.info("Stop command for %s: position no longer open; ignored", cmd.position_id)
             return
+        # A repair asked for while this executor was down may find the position's earlier
+        # stop placed since (resume finished it): a second one would outlive the position.
+        earlier = {stop_client_id(cmd.position_id, seq) for seq in range(cmd.seq)}
+        open_stops = await self.client.open_stop_orders(cmd.symbol) if earlier else []
+        if any(s.client_order_id in earlier for s in open_stops):
+            log.info("Stop command for %s: an earlier stop of it is open; not placing another",
+                     cmd.position_id)  # fmt: skip
+            return
         log.info("Stop command: %s %s at %g (%s)", cmd.side.upper(), cmd.symbol, cmd.stop_price,
                  cmd.reason or "repair")  # fmt: skip
         await self.protect(cmd.position_id, cmd.symbol, cmd.side, cmd.quantity, cmd.stop_price,
