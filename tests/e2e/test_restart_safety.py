@@ -13,19 +13,25 @@ before it was sent, excepted).
 The executor's crash points run twice: on a replay dated in the past, and on one dated a
 day ahead of the host clock, as a sped-up simulator runs ahead of it (the executor signs
 with the host clock but reads candle times and the server time from the exchange).
+
+A last case keeps the executor down (after entry_filled) until state's reconciliation has
+asked for a repair stop: the restarted executor must still leave one stop per position.
 """
 
 from __future__ import annotations
 
 import signal
 import time
+from functools import partial
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from shared import keys
 from shared.crash import CRASH_ENV, POINTS
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
+from shared.schemas import StopCommand, decode
 from tests.e2e.scripted import (
     Script,
     check_account,
@@ -111,3 +117,45 @@ def test_restart_at_crash_point_leaves_account_and_book_consistent(
     for name in SERVICES:
         assert stack.alive(name), stack.log_tails()
     assert stack.redis.xlen(keys.STREAM_DLQ) == 0
+
+
+def state_asked_for_a_stop(stack: Stack, position_id: str) -> bool:
+    """Return whether state's reconciliation published a StopCommand for the position."""
+    entries: Any = stack.redis.xrange(keys.STREAM_SIGNALS)
+    return any(
+        isinstance(msg := decode(fields[b"d"]), StopCommand) and msg.position_id == position_id
+        for _, fields in entries
+    )
+
+
+def state_saw(stack: Stack, now: int) -> bool:
+    """Return whether state handled the price events of exchange time ``now``."""
+    raw: Any = stack.redis.get(keys.STATE_TICK_MS)
+    return raw is not None and int(raw) == now
+
+
+def test_executor_down_past_the_stop_grace_leaves_one_stop(stack: Stack, tmp_path: Path) -> None:
+    # The entry filled, the executor died before its stop and stays down while the market
+    # moves on: state's reconciliation asks for a repair stop; the restarted executor then
+    # has its own unfinished stop and the repair to place, and must leave exactly one.
+    start_replay(stack, write_market(tmp_path / "candles", [SOL, LINK, AVAX], LENGTH))
+    for name in SERVICES:
+        stack.start(name, **({CRASH_ENV: "entry_filled"} if name == "executor" else {}))
+    settle(stack)
+    played = step_until(stack, STEPS, dead="executor")
+    assert stack.kill("executor") == -signal.SIGKILL
+    check_crash_site(stack, "entry_filled", SOL)
+
+    sol_entry = SOL.signal_id(0, "long")
+    for _ in range(2):  # 150 s of exchange time, more than state's STOP_GRACE_MS
+        now = int(stack.sim_post("/_sim/step", {"n": 1})["now"])
+        stack.wait_for(partial(state_saw, stack, now), 30, "state to see the price")
+        played += 1
+    stack.wait_for(lambda: state_asked_for_a_stop(stack, sol_entry), 30, "a repair stop")
+
+    stack.start("executor")
+    settle(stack)
+    step_until(stack, STEPS - played)
+    closed, still_open = check_account(stack).summary()
+    assert closed == CLOSED
+    assert still_open == OPEN
