@@ -31,6 +31,7 @@ from services.executor.journal import Journal
 from services.executor.risk import EntryContext, by_priority, check_entry, close_time_ms
 from services.signals.rules import StrategyParams
 from shared import book, keys
+from shared.book import BookPosition
 from shared.bus import Consumer
 from shared.crash import crash_point
 from shared.exchange import ExchangeClient
@@ -244,9 +245,9 @@ class Executor:
             signal.vol_ratio, signal.id,
         )  # fmt: skip
         submitted = self.event(intent, "submitted", position_id=signal.id, ts=now)
-        await self.journal.open_intent(intent, submitted, pending_symbol=True)
-        crash_point("entry_intent_written")
-        with self.working_on(intent.client_order_id):
+        with self.working_on(intent.client_order_id):  # before the write: resume keeps off
+            await self.journal.open_intent(intent, submitted, pending_symbol=True)
+            crash_point("entry_intent_written")
             await self.place_entry(intent)
         SIGNAL_TO_ORDER.observe(
             max(0.0, (self.client.exchange_now_ms() - close_time_ms(signal, self.s.timeframe_ms)))
@@ -332,8 +333,8 @@ class Executor:
         now = self.client.exchange_now_ms()
         on_grid = o.stop_on_grid(side, stop, self._tick(symbol))
         intent = o.stop_intent(pid, symbol, side, qty, on_grid, seq, now)
-        await self.journal.open_intent(intent)
         with self.working_on(intent.client_order_id):
+            await self.journal.open_intent(intent)
             await self.place_stop(intent, side)
 
     async def place_stop(self, intent: OrderIntent, side: Side) -> None:
@@ -404,9 +405,9 @@ class Executor:
         if pos is None:
             log.info("Exit %s: position not open in the book; ignored", signal.id)
             return
-        stops = [pos.stop_client_order_id or stop_client_id(pos.position_id, pos.stop_seq)]
+        stops = position_stops(pos.position_id, pos)
         if signal.reason == "stop":
-            await self.confirm_stop(pos.position_id, pos.symbol, pos.side, stops[0])
+            await self.confirm_stop(pos.position_id, pos.symbol, pos.side, stops)
             return
         await self.close_position(
             pos.position_id, pos.symbol, pos.side, pos.quantity, signal.reason, signal.id, stops
@@ -427,10 +428,13 @@ class Executor:
             return None
         return fill
 
-    async def confirm_stop(self, pid: str, symbol: str, side: Side, stop_cid: str) -> bool:
-        """Report a stop's fill (state saw its price reached); return whether it filled."""
-        fill = await self.stop_fill(symbol, stop_cid)
-        if fill is None or fill.average is None:
+    async def confirm_stop(self, pid: str, symbol: str, side: Side, stop_cids: list[str]) -> bool:
+        """Report the fill of one of a position's stops; return whether one filled."""
+        for stop_cid in stop_cids:
+            fill = await self.stop_fill(symbol, stop_cid)
+            if fill is not None and fill.average is not None:
+                break
+        else:
             log.info("Stop of %s %s not filled on the exchange yet [%s]", side.upper(), symbol, pid)
             return False
         event = OrderEvent(
@@ -470,10 +474,10 @@ class Executor:
         existing = await self.journal.intent(intent.client_order_id)
         intent = existing or intent
         submitted = self.event(intent, "submitted", position_id=pid, reason=reason)
-        await self.journal.open_intent(intent, submitted)
         log.info("Exit: %s %s qty=%g (%s) [%s]", side.upper(), symbol, qty, reason, pid)
         stop_cids = stop_cids or [stop_client_id(pid)]
         with self.working_on(intent.client_order_id):
+            await self.journal.open_intent(intent, submitted)
             await self.place_exit(intent, side, reason, stop_cids)
 
     async def place_exit(
@@ -486,7 +490,7 @@ class Executor:
         except OrderRejected as e:
             ORDERS.labels("exit", "rejected").inc()
             rejected = self.event(intent, "rejected", position_id=pid, error=str(e))
-            filled_by_stop = await self.confirm_stop(pid, intent.symbol, side, stop_cids[0])
+            filled_by_stop = await self.confirm_stop(pid, intent.symbol, side, stop_cids)
             if not filled_by_stop:
                 log.error("Exit of %s refused (%s); reconciliation will settle it [%s]",
                           intent.symbol, e, pid)  # fmt: skip
@@ -612,16 +616,25 @@ class Executor:
         else:
             pid = intent.signal_id.split("|exit|")[0]
             pos = (await book.read_positions(self.redis)).get(pid)
-            stops = (
-                [stop_client_id(pid)]
-                if pos is None
-                else [pos.stop_client_order_id or stop_client_id(pid, pos.stop_seq)]
-            )
+            stops = position_stops(pid, pos)
             reason: ExitReason = "fault"
             if pos is not None and pos.exit_requested is not None:
                 reason = pos.exit_requested
             await self.place_exit(intent, o.side_closed_by(intent.side), reason,
                                   stops)  # fmt: skip
+
+
+def position_stops(pid: str, pos: BookPosition | None) -> list[str]:
+    """Return the client ids of every stop a position may have had (each seq up to its last).
+
+    Cancelling them all after the exit leaves no stop behind even when a repair and a
+    resumed stop both reached the exchange; a stop that never existed costs one lookup.
+    """
+    last = 0 if pos is None else pos.stop_seq
+    ids = [stop_client_id(pid, seq) for seq in range(last + 1)]
+    if pos is not None and pos.stop_client_order_id and pos.stop_client_order_id not in ids:
+        ids.append(pos.stop_client_order_id)
+    return ids
 
 
 async def run(ctx: ServiceContext) -> None:
