@@ -109,16 +109,13 @@ class Executor:
         """Route one message of ``tb:signals``; effects are durable before it returns."""
         if isinstance(msg, EntrySignal):
             await self.queue_entry(msg)
-        elif isinstance(msg, ExitSignal):
-            self.exits_running += 1
+        elif isinstance(msg, ExitSignal | StopCommand):
+            self.exits_running += 1  # entries of a close wait for these (see close_ready)
             try:
-                await self.on_exit_signal(msg)
-            finally:
-                self.exits_running -= 1
-        elif isinstance(msg, StopCommand):
-            self.exits_running += 1
-            try:
-                await self.on_stop_command(msg)
+                if isinstance(msg, ExitSignal):
+                    await self.on_exit_signal(msg)
+                else:
+                    await self.on_stop_command(msg)
             finally:
                 self.exits_running -= 1
         else:
