@@ -17,7 +17,7 @@ POINTS = (
     "entry_intent_written",  # executor: intent in Redis, order not sent
     "entry_filled",  # executor: entry filled and reported, stop not placed
     "exit_filled",  # executor: exit filled and reported, stop not cancelled
-    "event_seen",  # state: an order event read, not folded into the book
+    "event_seen",  # state: a fill event read, not folded into the book
 )
 
 
