@@ -18,6 +18,7 @@ can be visible without the other.
 from __future__ import annotations
 
 import logging
+import sys
 import time
 from typing import Any
 
@@ -108,7 +109,9 @@ class CandleEvaluator:
             side=side,
             price=candle.close,
             body_pct=ev.body_pct,
-            vol_ratio=ev.vol_ratio,
+            # A baseline of almost no volume overflows the ratio to inf; the message carries
+            # the largest finite float instead, which keeps its place first in slot order.
+            vol_ratio=min(ev.vol_ratio, sys.float_info.max),
             chop=ev.chop,
             reason=entry_reason(ev, self.settings),
             ts=int(time.time() * 1000),

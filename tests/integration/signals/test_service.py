@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import re
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -173,3 +174,17 @@ async def _has(client: aioredis.Redis, candle: Any, count: int) -> bool:
 
 async def _none_pending(client: aioredis.Redis) -> bool:
     return await pending(client) == 0
+
+
+async def test_an_overflowing_volume_ratio_is_still_a_signal(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path)
+    series = trend("TINY/USDT:USDT")
+    series = [c.model_copy(update={"volume": 5e-324}) for c in series[:-1]] + series[-1:]
+    assert evaluate(series, settings).vol_ratio == float("inf")  # as the backtest computes it
+    last = await store_and_publish(redis_client, series)
+    async with workers(settings):
+        await eventually(lambda: _has(redis_client, last, 1))
+    [signal] = await signals(redis_client)
+    assert (signal.side, signal.vol_ratio) == ("long", sys.float_info.max)
