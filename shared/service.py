@@ -51,6 +51,12 @@ class ServiceContext:
     lease: Lease | None = None
     role: Role = "worker"
     started_ms: int = field(default_factory=lambda: int(time.time() * 1000))
+    role_changed: asyncio.Event = field(default_factory=asyncio.Event)
+
+    def set_role(self, role: Role) -> None:
+        """Change the role and have the heartbeat say so at once (tradebot status, tests)."""
+        self.role = role
+        self.role_changed.set()
 
     def may_act(self) -> bool:
         """Return whether this instance may act now: not stopping and (if leased) lease held."""
@@ -84,7 +90,9 @@ async def _heartbeat(ctx: ServiceContext) -> None:
             await ctx.redis.set(key, beat.dump(), px=int(HEARTBEAT_S * 3000))
         except RedisError as e:
             log.warning("Heartbeat: not written: %s", error_text(e))
-        await asyncio.sleep(HEARTBEAT_S)
+        with contextlib.suppress(TimeoutError):
+            await asyncio.wait_for(ctx.role_changed.wait(), HEARTBEAT_S)
+        ctx.role_changed.clear()
 
 
 async def _run(ctx: ServiceContext, body: Body, single_active: bool) -> int:
@@ -95,12 +103,12 @@ async def _run(ctx: ServiceContext, body: Body, single_active: bool) -> int:
             await body(ctx)
             return 0
         ctx.lease = Lease(ctx.redis, ctx.service, ctx.settings.lease_ttl_ms)
-        ctx.role = "standby"
+        ctx.set_role("standby")
         log.info("%s: waiting for the lease (hot standby while another is active)", ctx.service)
         async with ctx.lease.hold(ctx.stop) as lost:
             if ctx.stop.is_set():
                 return 0
-            ctx.role = "active"
+            ctx.set_role("active")
             log.info("%s: lease acquired, active", ctx.service)
             work = asyncio.create_task(body(ctx), name=f"{ctx.service}-body")
             watch = asyncio.create_task(lost.wait(), name=f"{ctx.service}-lease-watch")
