@@ -55,6 +55,7 @@ log = logging.getLogger("executor")
 
 POLL_S = 0.05
 RESUME_EVERY_S = 5.0
+STOP_SETTLE_WAIT_S = 30.0
 STOP_PLACE_TRIES = 3
 
 
@@ -74,6 +75,7 @@ class Executor:
         self.touched: dict[str, float] = {}  # client order id -> monotonic time last worked on
         self.exits_running = 0
         self.wake = asyncio.Event()
+        self.work_done = asyncio.Event()  # set whenever an order stops being worked on
 
     # --- plumbing ------------------------------------------------------------------------
 
@@ -90,6 +92,7 @@ class Executor:
         finally:
             self.busy.discard(client_order_id)
             self.touched[client_order_id] = time.monotonic()
+            self.work_done.set()
 
     def event(self, intent: OrderIntent, event: str, **fields: Any) -> OrderEvent:
         """Return an event about an intent's order."""
@@ -521,11 +524,21 @@ class Executor:
         log.info("Closed: %s %s at %g (%s) [%s]", side.upper(), intent.symbol, order.average,
                  reason, pid)  # fmt: skip
         crash_point("exit_filled")
+        await self.stops_settled(stop_cids)
         canceled = [await self.cancel_stop(intent, pid, cid) for cid in stop_cids]
         await self.journal.close_intent(
             intent, "filled", *[c for c in canceled if c is not None],
             record_id=intent.client_order_id,
         )  # fmt: skip
+
+    async def stops_settled(self, stop_cids: list[str]) -> None:
+        """Wait while a stop of the position is being placed (its entry just filled), so the
+        cancel that follows the exit does not miss a stop that lands a moment later."""
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(STOP_SETTLE_WAIT_S):
+                while any(cid in self.busy for cid in stop_cids):
+                    self.work_done.clear()
+                    await self.work_done.wait()
 
     async def cancel_stop(self, exit_intent: OrderIntent, pid: str, cid: str) -> OrderEvent | None:
         """Cancel a closed position's stop; return the canceled event (None if nothing to do)."""

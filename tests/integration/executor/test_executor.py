@@ -235,3 +235,44 @@ async def test_bad_messages_on_the_signals_stream_go_to_the_dlq(
         h.executor.ctx.stop.set()
         await task
     assert await h.redis.xlen(keys.STREAM_DLQ) == 1
+
+
+async def test_an_exit_racing_the_entrys_stop_still_leaves_no_stop_behind(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    [first] = list(h.sim.account.algo_orders.values())
+    # The position's stop #1 is being placed right now (as right after an entry fill):
+    repair = stop_client_id(sig.id, 1)
+    h.executor.busy.add(repair)
+    exit_sig = ExitSignal(
+        id=exit_signal_id(sig.id, "manual"), position_id=sig.id, symbol=SOL, side="long",
+        reason="manual", price=150.0, best_price=150.0, ts=await h.now(),
+    )  # fmt: skip
+    raw = await h.redis.hget(keys.BOOK_POSITIONS, sig.id)
+    assert raw is not None
+    from shared.book import BookPosition
+
+    pos = BookPosition.load(raw).model_copy(update={"stop_seq": 1})
+    await h.redis.hset(keys.BOOK_POSITIONS, sig.id, pos.dump())
+    closing = asyncio.create_task(h.executor.handle(exit_sig, "5-0"))
+    ccxt_client = h.sim.make_ccxt()
+    await ccxt_client.load_markets()
+    deadline = asyncio.get_running_loop().time() + 10
+    while "SOLUSDT" in h.sim.account.open_positions():  # the exit fills, then it waits
+        assert asyncio.get_running_loop().time() < deadline, "exit not sent"
+        await asyncio.sleep(0.02)
+    assert not closing.done()
+    await ccxt_client.create_order(
+        SOL, "market", "sell", pos.quantity, None,
+        {"clientOrderId": repair, "triggerPrice": 140.0, "reduceOnly": True},
+    )  # fmt: skip
+    h.executor.busy.discard(repair)
+    h.executor.work_done.set()
+    await asyncio.wait_for(closing, 10)
+    statuses = {a.client_algo_id: a.status for a in h.sim.account.algo_orders.values()}
+    assert statuses == {first.client_algo_id: "CANCELED", repair: "CANCELED"}
