@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import contextvars
 import logging
 import time
 from collections.abc import Iterator
@@ -54,6 +55,10 @@ from shared.service import ServiceContext
 log = logging.getLogger("executor")
 
 POLL_S = 0.05
+# The orders the current flow (task) itself is working on.
+_OWN_WORK: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
+    "executor_own_work", default=frozenset()
+)
 RESUME_EVERY_S = 5.0
 STOP_SETTLE_WAIT_S = 30.0
 STOP_PLACE_TRIES = 3
@@ -87,9 +92,11 @@ class Executor:
     def working_on(self, client_order_id: str) -> Iterator[None]:
         """Mark an order as being worked on, so the resume loop leaves it alone."""
         self.busy.add(client_order_id)
+        token = _OWN_WORK.set(_OWN_WORK.get() | {client_order_id})
         try:
             yield
         finally:
+            _OWN_WORK.reset(token)
             self.busy.discard(client_order_id)
             self.touched[client_order_id] = time.monotonic()
             self.work_done.set()
@@ -536,7 +543,8 @@ class Executor:
         cancel that follows the exit does not miss a stop that lands a moment later."""
         with contextlib.suppress(TimeoutError):
             async with asyncio.timeout(STOP_SETTLE_WAIT_S):
-                while any(cid in self.busy for cid in stop_cids):
+                # Not the ones this very flow is placing (a refused stop closes its position).
+                while any(cid in self.busy - _OWN_WORK.get() for cid in stop_cids):
                     self.work_done.clear()
                     await self.work_done.wait()
 

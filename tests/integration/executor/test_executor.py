@@ -276,3 +276,14 @@ async def test_an_exit_racing_the_entrys_stop_still_leaves_no_stop_behind(
     await asyncio.wait_for(closing, 10)
     statuses = {a.client_algo_id: a.status for a in h.sim.account.algo_orders.values()}
     assert statuses == {first.client_algo_id: "CANCELED", repair: "CANCELED"}
+
+
+async def test_a_refused_first_stop_closes_at_once(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    raw = h.sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(SOL, "market", "buy", 2.0)  # filled, stop not placed yet
+    # A sell stop above the price is refused (-2021): the position is closed by this flow,
+    # which must not wait for the very stop it is placing.
+    await asyncio.wait_for(h.executor.protect("p-first", SOL, "long", 2.0, 200.0, seq=0), 10)
+    assert "SOLUSDT" not in h.sim.account.open_positions()
