@@ -19,6 +19,11 @@ def when(ms: int | None) -> str:
     return time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(ms / 1000))
 
 
+def short_when(ms: int | None) -> str:
+    """Return a time in ms as UTC ``MM-DD HH:MM`` (table cells), or '-'."""
+    return "-" if ms is None else time.strftime("%m-%d %H:%M", time.gmtime(ms / 1000))
+
+
 def num(value: float | None, digits: int = 6) -> str:
     """Return a number compactly (up to ``digits`` significant digits), or '-'."""
     return "-" if value is None else f"{value:.{digits}g}"
@@ -74,8 +79,8 @@ def trades_table(report: dict[str, Any]) -> Table:
         "exit",
         "pnl",
         "reason",
-        "opened",
-        "closed",
+        "opened (UTC)",
+        "closed (UTC)",
     )
     for t in report["trades"]:
         table.add_row(
@@ -86,8 +91,8 @@ def trades_table(report: dict[str, Any]) -> Table:
             num(t["exit_price"]),
             money(t["pnl"]),
             t["reason"],
-            when(t["entry_time"]),
-            when(t["exit_time"]),
+            short_when(t["entry_time"]),
+            short_when(t["exit_time"]),
         )
     return table
 
