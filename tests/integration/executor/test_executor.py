@@ -17,6 +17,7 @@ from services.state import fold
 from shared import keys
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
 from shared.schemas import ExitSignal, OrderEvent, exit_signal_id
+from tests.integration.bus.helpers import eventually
 from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
 
 
@@ -34,6 +35,11 @@ async def book_from_events(h: Harness) -> None:
 
             pos = fold.with_stop(BookPosition.load(raw), ev)
             await h.redis.hset(keys.BOOK_POSITIONS, pos.position_id, pos.dump())
+
+
+async def queued(h: Harness) -> bool:
+    """Return whether an entry waits for its close's slot order."""
+    return bool(await h.redis.zcard(keys.ENTRY_BATCHES))
 
 
 async def test_entry_fills_then_its_stop_is_placed(make_executor: MakeHarness) -> None:
@@ -227,10 +233,7 @@ async def test_bad_messages_on_the_signals_stream_go_to_the_dlq(
     await publish(h.redis, keys.STREAM_SIGNALS, sig)
     task = asyncio.create_task(consumer.run(h.executor.ctx.stop))
     try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not await h.redis.zcard(keys.ENTRY_BATCHES):
-            assert asyncio.get_running_loop().time() < deadline, "entry not queued"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: queued(h))
     finally:
         h.executor.ctx.stop.set()
         await task
@@ -262,10 +265,7 @@ async def test_an_exit_racing_the_entrys_stop_still_leaves_no_stop_behind(
     closing = asyncio.create_task(h.executor.handle(exit_sig, "5-0"))
     ccxt_client = h.sim.make_ccxt()
     await ccxt_client.load_markets()
-    deadline = asyncio.get_running_loop().time() + 10
-    while "SOLUSDT" in h.sim.account.open_positions():  # the exit fills, then it waits
-        assert asyncio.get_running_loop().time() < deadline, "exit not sent"
-        await asyncio.sleep(0.02)
+    await eventually(lambda: "SOLUSDT" not in h.sim.account.open_positions())  # exit filled
     assert not closing.done()
     await ccxt_client.create_order(
         SOL, "market", "sell", pos.quantity, None,

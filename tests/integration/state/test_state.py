@@ -21,6 +21,7 @@ from shared.redisconn import EmbeddedRedis
 from shared.schemas import ExitSignal, Message, OrderEvent, PriceTick, StopCommand, decode
 from shared.service import ServiceContext
 from tests.fixtures.sim import SimHandle
+from tests.integration.bus.helpers import eventually
 from tests.integration.exchange.conftest import FAST
 from tests.integration.executor.conftest import SOL, stack_settings
 
@@ -50,6 +51,16 @@ async def harness(
         yield StateHarness(State(ctx, book_), Reconciler(ctx, client, book_, params), redis_client)
     finally:
         await client.close()
+
+
+async def watermark_is(h: StateHarness, ms: int) -> bool:
+    """Return whether state's tick watermark is at ``ms``."""
+    return int(await h.redis.get(keys.STATE_TICK_MS) or 0) == ms
+
+
+async def has_positions(h: StateHarness) -> bool:
+    """Return whether the book holds an open position."""
+    return bool(await book.read_positions(h.redis))
 
 
 def order_event(event: str, purpose: str, side: str, price: float, **kw: Any) -> OrderEvent:
@@ -149,10 +160,7 @@ async def test_a_malformed_tick_goes_to_the_dlq_and_ticks_go_on(harness: StateHa
     await publish(h.redis, keys.STREAM_TICKS, PriceTick(symbol=SOL, price=101.0, ts=5_000))
     task = asyncio.create_task(consumer.run(stop))
     try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while int(await h.redis.get(keys.STATE_TICK_MS) or 0) != 5_000:
-            assert asyncio.get_running_loop().time() < deadline, "tick not handled"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: watermark_is(h, 5_000))
     finally:
         stop.set()
         await task
@@ -202,10 +210,7 @@ async def test_a_malformed_event_goes_to_the_dlq_and_events_go_on(harness: State
     await publish(h.redis, keys.STREAM_EVENTS, order_event("filled", "entry", "buy", 100.0))
     task = asyncio.create_task(consumer.run(stop))
     try:
-        deadline = asyncio.get_running_loop().time() + 10
-        while not await book.read_positions(h.redis):
-            assert asyncio.get_running_loop().time() < deadline, "entry fill not folded"
-            await asyncio.sleep(0.02)
+        await eventually(lambda: has_positions(h))
     finally:
         stop.set()
         await task
