@@ -256,10 +256,6 @@ class Executor:
             await self.journal.open_intent(intent, submitted, pending_symbol=True)
             crash_point("entry_intent_written")
             await self.place_entry(intent)
-        SIGNAL_TO_ORDER.observe(
-            max(0.0, (self.client.exchange_now_ms() - close_time_ms(signal, self.s.timeframe_ms)))
-            / 1000
-        )
 
     async def ensure_leverage(self, symbol: str) -> None:
         """Set LEVERAGE on a symbol once per run (idempotent on the exchange)."""
@@ -314,6 +310,11 @@ class Executor:
         )  # fmt: skip
         await self.journal.publish(filled)
         ORDERS.labels("entry", "filled").inc()
+        if order.timestamp is not None:  # candle close to fill, both on the exchange's clock
+            candle_open = int(pid.split("|")[2])
+            SIGNAL_TO_ORDER.observe(
+                max(0, order.timestamp - candle_open - self.s.timeframe_ms) / 1000
+            )
         log.info("Filled: %s %s qty=%g at %g [%s]", side.upper(), intent.symbol, order.filled,
                  price, pid)  # fmt: skip
         crash_point("entry_filled")
