@@ -64,6 +64,7 @@ HALT = f"{PREFIX}halt"  # set = no new entries (JSON {reason, ts}); exits still 
 OPEN_INTENTS = f"{PREFIX}exec:open_intents"  # set of client order ids not yet settled
 PENDING_ENTRIES = f"{PREFIX}exec:pending"  # hash symbol -> position id: entry not yet in book
 ENTRY_BATCHES = f"{PREFIX}exec:batches"  # zset close_ms -> first arrival ms: closes to allot
+STALE_STOPS = f"{PREFIX}exec:stale_stops"  # hash client id -> symbol: stops left to cancel
 
 
 def entry_batch_key(close_ms: int) -> str:

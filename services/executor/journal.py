@@ -104,6 +104,21 @@ class Journal:
         if current is not None and current.decode() == position_id:
             await self.redis.hdel(keys.PENDING_ENTRIES, symbol)
 
+    # --- stops of closed positions that could not be cancelled yet --------------------------
+
+    async def add_stale_stop(self, client_order_id: str, symbol: str) -> None:
+        """Remember a closed position's stop whose cancel failed, to cancel it later."""
+        await self.redis.hset(keys.STALE_STOPS, client_order_id, symbol)
+
+    async def stale_stops(self) -> dict[str, str]:
+        """Return the stops left to cancel: client order id -> symbol."""
+        raw: Any = await self.redis.hgetall(keys.STALE_STOPS)
+        return {k.decode(): v.decode() for k, v in raw.items()}
+
+    async def drop_stale_stop(self, client_order_id: str) -> None:
+        """Forget a stop that is cancelled (or gone)."""
+        await self.redis.hdel(keys.STALE_STOPS, client_order_id)
+
     # --- the entries of one candle close, waiting for their slot order ---------------------
 
     async def queue_entry(self, signal: EntrySignal, close_ms: int) -> None:

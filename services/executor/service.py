@@ -554,8 +554,11 @@ class Executor:
         try:
             final = await self.client.cancel_stop(exit_intent.symbol, cid)
         except (TemporaryError, OutcomeUnknown) as e:
-            log.warning("Stop %s of %s not cancelled (%s): reduce-only, it can open nothing",
+            # Left open, a reduce-only stop could later close a new position on this symbol
+            # at a stale price: the resume loop keeps cancelling it until it is gone.
+            log.warning("Stop %s of %s not cancelled (%s): cancelled later by the resume loop",
                         cid, exit_intent.symbol, e)  # fmt: skip
+            await self.journal.add_stale_stop(cid, exit_intent.symbol)
             return None
         if final is None:
             return None
@@ -596,6 +599,8 @@ class Executor:
         send of it may still be queued inside the exchange. After a restart, ``fence``
         has already waited that long.
         """
+        if self.guard():
+            await self.cancel_stale_stops()
         t = self.client.tuning
         settle_s = (t.recv_window_ms + t.settle_slack_ms) / 1000
         for intent in await self.journal.open_intents():
@@ -609,6 +614,18 @@ class Executor:
             except (TemporaryError, OutcomeUnknown) as e:
                 log.warning("Resume of %s: exchange unclear, retried later: %s",
                             intent.client_order_id, e)  # fmt: skip
+
+    async def cancel_stale_stops(self) -> None:
+        """Cancel the stops of closed positions whose cancel failed earlier."""
+        for cid, symbol in (await self.journal.stale_stops()).items():
+            try:
+                final = await self.client.cancel_stop(symbol, cid)
+            except (TemporaryError, OutcomeUnknown) as e:
+                log.warning("Stale stop %s of %s still not cancelled: %s", cid, symbol, e)
+                continue
+            log.info("Stale stop %s of %s: %s", cid, symbol,
+                     "gone" if final is None else final.status)  # fmt: skip
+            await self.journal.drop_stale_stop(cid)
 
     async def resume_one(self, intent: OrderIntent) -> None:
         """Finish one open intent after a crash or an unknown outcome."""

@@ -287,3 +287,22 @@ async def test_a_refused_first_stop_closes_at_once(make_executor: MakeHarness) -
     # which must not wait for the very stop it is placing.
     await asyncio.wait_for(h.executor.protect("p-first", SOL, "long", 2.0, 200.0, seq=0), 10)
     assert "SOLUSDT" not in h.sim.account.open_positions()
+
+
+async def test_a_stop_whose_cancel_failed_is_cancelled_by_the_resume_loop(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    [stop] = list(h.sim.account.algo_orders.values())
+    exit_intent = o.exit_intent(sig.id, SOL, "long", 1.0, sig.id, await h.now())
+    h.sim.set_faults({"http5xx": 1.0})  # the exchange answers nothing but 5xx for a while
+    assert await h.executor.cancel_stop(exit_intent, sig.id, stop.client_algo_id) is None
+    h.sim.set_faults({})
+    assert stop.status == "NEW"
+    assert await h.executor.journal.stale_stops() == {stop.client_algo_id: SOL}
+    await h.executor.resume()
+    assert stop.status == "CANCELED"
+    assert await h.executor.journal.stale_stops() == {}
