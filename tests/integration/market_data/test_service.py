@@ -3,11 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
-import time
 from collections import Counter
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -20,6 +18,7 @@ from shared import keys
 from shared.book import read_heartbeats
 from shared.redisconn import EmbeddedRedis
 from shared.service import ServiceContext
+from tests.fixtures.procs import ROOT, clean_env
 from tests.fixtures.sim import SimHandle
 from tests.integration.bus.helpers import eventually
 from tests.integration.market_data.conftest import (
@@ -29,22 +28,14 @@ from tests.integration.market_data.conftest import (
     stream_candles,
 )
 
-ROOT = Path(__file__).resolve().parents[3]
-
 
 async def wait_until_clock(client: aioredis.Redis, ms: int) -> None:
-    """Poll tb:md:clock until market data caught up with exchange time ``ms`` (30 s at most)."""
-    deadline = time.monotonic() + 30.0
-    while int(await client.get(keys.MD_CLOCK) or 0) < ms:
-        assert time.monotonic() < deadline, f"market data did not reach {ms}"
-        await asyncio.sleep(0.02)
+    """Wait until market data caught up with exchange time ``ms`` (30 s at most)."""
 
+    async def caught_up() -> bool:
+        return int(await client.get(keys.MD_CLOCK) or 0) >= ms
 
-def clean_env(**values: str) -> dict[str, str]:
-    """Return this environment without TB_* variables, plus ``values``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TB_")}
-    env.update(values)
-    return env
+    await eventually(caught_up, within=30.0)
 
 
 async def test_run_scans_until_stopped(

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
 import subprocess
 import sys
@@ -15,16 +14,9 @@ import redis.asyncio as aioredis
 from shared import keys
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import Candle
+from tests.fixtures.procs import ROOT, clean_env
 from tests.integration.bus.helpers import eventually
 from tests.integration.signals.helpers import evaluated, signals, store_and_publish, trend
-
-ROOT = Path(__file__).resolve().parents[3]
-
-
-def clean_env(**extra: str) -> dict[str, str]:
-    """Return the environment without any TB_* setting, plus ``extra``."""
-    env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TB_")}
-    return env | {"PYTHONPATH": str(ROOT)} | extra
 
 
 def test_bad_setting_exits_2_with_one_line(tmp_path: Path) -> None:
