@@ -35,6 +35,27 @@ def config(config_file: ConfigOption = None) -> None:
         typer.echo(f"{name.ljust(width)}  {text}")
 
 
+@app.command()
+def health(
+    exchange_sim: Annotated[
+        bool, typer.Option("--exchange-sim", help="Check the simulator instead of a service.")
+    ] = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Container health check: exit 0 if the service here beats (or the simulator answers)."""
+    from shared.ops.health import service_problem, sim_problem
+
+    try:
+        settings = load_settings(config_file)
+    except ConfigError as e:
+        exit_bad_config(e)
+    problem = sim_problem(settings) if exchange_sim else service_problem(settings)
+    if problem is not None:
+        typer.echo(f"unhealthy: {problem}", err=True)
+        raise typer.Exit(1)
+    typer.echo("healthy")
+
+
 def _register_subcommands() -> None:
     from services.backtest.cli import register as register_backtest
     from shared.ops.commands import register as register_ops

@@ -11,6 +11,7 @@ Order placement is idempotent per client order id; see ``place_order``.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import random
 import time
@@ -53,7 +54,7 @@ from shared.exchange_models import (
     parse_ticker,
     parse_trade,
 )
-from shared.metrics import EXCHANGE_CALLS, EXCHANGE_LATENCY
+from shared.metrics import EXCHANGE_ERRORS, EXCHANGE_LATENCY, EXCHANGE_REQUESTS, EXCHANGE_RETRIES
 
 __all__ = ["ExchangeClient", "OrderRequest", "Tuning", "create_ccxt"]
 
@@ -134,6 +135,19 @@ class ExchangeClient:
         await self.sync_clock()
         await self._call("load_markets", lambda: self.ex.load_markets())
 
+    async def start_when_reachable(self, stop: asyncio.Event, retry_s: float = 5.0) -> bool:
+        """Start, retrying every ``retry_s`` while the exchange is unreachable (it may still
+        be starting: compose starts the simulator alongside); return False if stopped."""
+        while not stop.is_set():
+            try:
+                await self.start()
+                return True
+            except TemporaryError as e:
+                log.warning("Exchange: not reachable at start (%s); retrying in %g s", e, retry_s)
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(stop.wait(), retry_s)
+        return False
+
     async def close(self) -> None:
         """Close the HTTP session."""
         await self.ex.close()
@@ -149,18 +163,18 @@ class ExchangeClient:
 
     async def _attempt(self, call: str, fn: Callable[[], Awaitable[T]]) -> T:
         """Run one request, timing and counting it; re-sync the clock after a -1021."""
+        EXCHANGE_REQUESTS.labels(call).inc()
         start = time.perf_counter()
         try:
             result = await fn()
         except ccxt.BaseError as e:
             kind = classify(e)
-            EXCHANGE_CALLS.labels(call, kind.value).inc()
+            EXCHANGE_ERRORS.labels(call, kind.value).inc()
             if kind is Kind.CLOCK:
                 await self._resync(call)
             raise
         finally:
             EXCHANGE_LATENCY.labels(call).observe(time.perf_counter() - start)
-        EXCHANGE_CALLS.labels(call, "ok").inc()
         return result
 
     def _wait(self, state: RetryCallState) -> float:
@@ -169,6 +183,8 @@ class ExchangeClient:
 
     def _log_retry(self, state: RetryCallState) -> None:
         err = state.outcome.exception() if state.outcome else None
+        if state.args:
+            EXCHANGE_RETRIES.labels(state.args[0]).inc()
         if err is not None:
             log.warning(
                 "Exchange retry: attempt %d failed: %s", state.attempt_number, self._say(err)
@@ -474,6 +490,7 @@ class ExchangeClient:
                     self._say(e),
                 )
                 if attempt < attempts:
+                    EXCHANGE_RETRIES.labels(call).inc()
                     await self._sleep(self.tuning.backoff.wait(attempt, e, self._rand()))
             else:
                 return await self._filled(req, parse_order(raw, is_stop=stop))

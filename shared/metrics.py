@@ -1,85 +1,144 @@
-"""Prometheus metrics shared by the services, and the helper that serves them."""
+"""Prometheus metrics of the services (catalog: docs/metrics.md), and the helper serving them.
+
+Names follow Prometheus conventions: the ``tradebot_`` prefix, base units, ``_total`` on
+counters (prometheus_client appends it to a Counter's name).
+"""
 
 from __future__ import annotations
 
 from prometheus_client import Counter, Gauge, Histogram, start_http_server
 
-BUS_PUBLISHED = Counter("tb_bus_published_total", "Messages published", ["stream"])
-BUS_ACKED = Counter("tb_bus_acked_total", "Messages handled and acked", ["stream", "group"])
+# --- health, leases, restarts (every service) ----------------------------------------
+SERVICE_UP = Gauge("tradebot_service_up", "1 while the service runs its main loop", ["service"])
+SERVICE_RESTARTS = Counter(
+    "tradebot_service_starts", "Service process starts (restarts show as increases)", ["service"]
+)
+HEARTBEAT_TS = Gauge(
+    "tradebot_heartbeat_timestamp_seconds",
+    "Unix time of the last heartbeat written to Redis",
+    ["service"],
+)
+LEASE_HELD = Gauge(
+    "tradebot_lease_held", "1 while this process holds its service lease", ["service"]
+)
+LEASE_TAKEOVERS = Counter(
+    "tradebot_lease_takeovers",
+    "Leases won by a copy that first waited as a standby behind another holder",
+    ["service"],
+)
+
+# --- bus ---------------------------------------------------------------------------------
+BUS_PUBLISHED = Counter("tradebot_bus_published", "Messages published", ["stream"])
+BUS_ACKED = Counter("tradebot_bus_acked", "Messages handled and acked", ["stream", "group"])
 BUS_HANDLER_ERRORS = Counter(
-    "tb_bus_handler_errors_total", "Handler failures (message left pending)", ["stream", "group"]
+    "tradebot_bus_handler_errors",
+    "Handler failures (message left pending)",
+    ["stream", "group"],
 )
 BUS_RECLAIMED = Counter(
-    "tb_bus_reclaimed_total", "Pending messages reclaimed from dead consumers", ["stream", "group"]
+    "tradebot_bus_reclaimed",
+    "Pending messages reclaimed from dead consumers",
+    ["stream", "group"],
 )
 BUS_TRIMMED = Counter(
-    "tb_bus_trimmed_pending_total",
+    "tradebot_bus_trimmed_pending",
     "Pending messages trimmed from the stream before they were handled (lost)",
     ["stream", "group"],
 )
 DLQ_MESSAGES = Counter(
-    "tb_dlq_messages_total", "Messages sent to the dead-letter stream", ["stream", "reason"]
+    "tradebot_dlq_messages", "Messages sent to the dead-letter stream", ["stream", "reason"]
 )
-SERVICE_UP = Gauge("tb_service_up", "1 while the service runs its main loop", ["service"])
-LEASE_HELD = Gauge("tb_lease_held", "1 while this process holds its service lease", ["service"])
-EXCHANGE_CALLS = Counter(
-    "tb_exchange_calls_total", "Exchange API calls by call and outcome", ["call", "outcome"]
+STREAM_LENGTH = Gauge("tradebot_stream_length", "Entries in the stream", ["stream"])
+STREAM_GROUP_LAG = Gauge(
+    "tradebot_stream_group_lag",
+    "Entries not yet delivered to the consumer group",
+    ["stream", "group"],
+)
+STREAM_GROUP_PENDING = Gauge(
+    "tradebot_stream_group_pending",
+    "Entries delivered to the group and not yet acknowledged",
+    ["stream", "group"],
+)
+
+# --- exchange (market_data, executor, state) ----------------------------------------
+EXCHANGE_REQUESTS = Counter(
+    "tradebot_exchange_requests", "Exchange API requests sent (each attempt)", ["call"]
+)
+EXCHANGE_ERRORS = Counter(
+    "tradebot_exchange_errors", "Failed exchange requests by error kind", ["call", "kind"]
 )
 EXCHANGE_LATENCY = Histogram(
-    "tb_exchange_call_seconds",
-    "Exchange API call latency",
+    "tradebot_exchange_request_duration_seconds",
+    "Exchange API request latency (failures included)",
     ["call"],
     buckets=(0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
 )
-
-SERVICE_RESTARTS = Counter(
-    "tb_service_starts_total", "Service process starts (restarts show as increases)", ["service"]
+EXCHANGE_RETRIES = Counter(
+    "tradebot_exchange_retries", "Retries after a retryable exchange error", ["call"]
 )
 
-# market_data
-CANDLES_PUBLISHED = Counter("tb_md_candles_published_total", "Closed candles published")
-TICKS_PUBLISHED = Counter("tb_md_ticks_published_total", "Price ticks published")
+# --- market_data -------------------------------------------------------------------------
+CANDLES_PUBLISHED = Counter("tradebot_candles_ingested", "Closed candles published", ["symbol"])
+TICKS_PUBLISHED = Counter("tradebot_ticks", "Price ticks published")
 SYMBOL_FAILURES = Counter(
-    "tb_md_symbol_failures_total", "Candle fetches that failed, per symbol", ["symbol"]
+    "tradebot_md_symbol_failures", "Candle fetches that failed, per symbol", ["symbol"]
 )
-SYMBOLS_SKIPPED = Gauge("tb_md_symbols_skipped", "Universe symbols skipped after repeated failures")
-UNIVERSE_SIZE = Gauge("tb_universe_size", "Symbols in the active universe")
-UNIVERSE_ROTATIONS = Counter("tb_universe_rotations_total", "Universe rotations")
-CANDLE_GAPS = Counter("tb_md_candle_gaps_total", "Candle gaps found and refilled", ["symbol"])
+SYMBOLS_SKIPPED = Gauge(
+    "tradebot_md_symbols_skipped", "Universe symbols skipped after repeated failures"
+)
+UNIVERSE_SIZE = Gauge("tradebot_universe_size", "Symbols in the active universe")
+UNIVERSE_ROTATIONS = Counter("tradebot_universe_rotations", "Universe rotations")
+CANDLE_GAPS = Counter("tradebot_md_candle_gaps", "Candle gaps found and refilled", ["symbol"])
 
-# signals
-CANDLES_EVALUATED = Counter("tb_signals_candles_evaluated_total", "Closed candles evaluated")
-ENTRY_SIGNALS = Counter("tb_signals_entry_total", "Entry signals published", ["side"])
+# --- signals -----------------------------------------------------------------------------
+CANDLES_EVALUATED = Counter("tradebot_evaluations", "Closed candles evaluated")
+EVALUATION_SECONDS = Histogram(
+    "tradebot_evaluation_duration_seconds",
+    "Time to evaluate one closed candle",
+    buckets=(0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+)
+ENTRY_SIGNALS = Counter("tradebot_signals", "Entry signals published", ["side", "symbol"])
 
-# executor
+# --- executor ----------------------------------------------------------------------------
 ORDERS = Counter(
-    "tb_orders_total",
-    "Orders by purpose and outcome (filled, rejected, unknown...)",
-    ["purpose", "outcome"],
+    "tradebot_orders",
+    "Orders by type (entry, exit, stop) and outcome (filled, placed, rejected, unknown...)",
+    ["type", "outcome"],
 )
 ENTRIES_REFUSED = Counter(
-    "tb_entries_refused_total", "Entry signals not traded, by reason", ["reason"]
+    "tradebot_entries_refused", "Entry signals not traded, by reason", ["reason"]
 )
-INTENTS_OPEN = Gauge("tb_intents_open", "Order intents written and not yet settled")
+INTENTS_OPEN = Gauge("tradebot_intents_open", "Order intents written and not yet settled")
 SIGNAL_TO_ORDER = Histogram(
-    "tb_signal_to_order_seconds",
-    "Candle close (exchange time) to entry fill",
+    "tradebot_candle_to_order_seconds",
+    "Candle close to entry fill, on the exchange's clock",
     buckets=(0.1, 0.25, 0.5, 1, 2, 5, 10, 30, 60, 120),
 )
 
-# state
-POSITIONS_OPEN = Gauge("tb_positions_open", "Open positions in the book")
-EQUITY = Gauge("tb_equity", "Account equity (wallet + unrealised PnL), quote currency")
-UNREALIZED_PNL = Gauge("tb_unrealized_pnl", "Unrealised PnL of the open positions")
-REALIZED_PNL = Gauge("tb_realized_pnl", "Sum of the closed trades' PnL in the book")
-TRADES_CLOSED = Counter("tb_trades_closed_total", "Trades closed, by exit reason", ["reason"])
-EXIT_SIGNALS = Counter("tb_exit_signals_total", "Exit signals sent, by reason", ["reason"])
+# --- state -------------------------------------------------------------------------------
+POSITIONS_OPEN = Gauge("tradebot_positions_open", "Open positions in the book")
+POSITION_NOTIONAL = Gauge(
+    "tradebot_position_notional",
+    "Entry notional (quantity x entry price) of each open position, quote currency",
+    ["symbol", "side"],
+)
+POSITIONS_WITHOUT_STOP = Gauge(
+    "tradebot_positions_without_stop",
+    "Book positions whose stop was not open on the exchange at the last reconciliation",
+)
+EQUITY = Gauge("tradebot_equity", "Account equity (wallet + unrealised PnL), quote currency")
+UNREALIZED_PNL = Gauge("tradebot_unrealized_pnl", "Unrealised PnL of the open positions")
+REALIZED_PNL = Gauge("tradebot_realized_pnl", "Sum of the closed trades' PnL in the book")
+TRADES_CLOSED = Counter(
+    "tradebot_trades_closed", "Trades closed, by exit reason", ["reason", "symbol"]
+)
+EXIT_SIGNALS = Counter("tradebot_exit_signals", "Exit signals sent, by reason", ["reason"])
 RECONCILE_CORRECTIONS = Counter(
-    "tb_reconcile_corrections_total",
+    "tradebot_reconcile_corrections",
     "Book corrections made by reconciliation, by kind",
     ["kind"],
 )
-RECONCILE_RUNS = Counter("tb_reconcile_runs_total", "Reconciliations, by outcome", ["outcome"])
+RECONCILE_RUNS = Counter("tradebot_reconcile_runs", "Reconciliations, by outcome", ["outcome"])
 
 
 def serve_metrics(port: int) -> None:

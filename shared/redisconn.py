@@ -27,7 +27,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import keys
 from shared.config import Settings
 from shared.log import error_text
-from shared.metrics import LEASE_HELD
+from shared.metrics import LEASE_HELD, LEASE_TAKEOVERS
 
 log = logging.getLogger(__name__)
 
@@ -304,10 +304,14 @@ class Lease:
     async def wait_acquire(self, stop: asyncio.Event | None = None) -> bool:
         """Poll until the lease is ours (hot standby); return False if ``stop`` is set first."""
         interval = min(max(self.ttl_ms / 5000, 0.05), 1.0)
+        waited = False
         while not (stop is not None and stop.is_set()):
             with contextlib.suppress(RedisConnectionError, RedisTimeoutError):
                 if await self.acquire():
+                    if waited:
+                        LEASE_TAKEOVERS.labels(self.service).inc()
                     return True
+                waited = True  # another copy holds it: winning it later is a takeover
             await asyncio.sleep(interval)
         return False
 

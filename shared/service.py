@@ -24,11 +24,11 @@ from typing import Any, Literal
 import redis.asyncio as aioredis
 from redis.exceptions import RedisError
 
-from shared import keys
+from shared import keys, streamstats
 from shared.book import Heartbeat
 from shared.config import Settings
 from shared.log import error_text, setup_logging
-from shared.metrics import SERVICE_RESTARTS, SERVICE_UP, serve_metrics
+from shared.metrics import HEARTBEAT_TS, SERVICE_RESTARTS, SERVICE_UP, serve_metrics
 from shared.redisconn import Lease, connect
 
 log = logging.getLogger(__name__)
@@ -90,6 +90,8 @@ async def _heartbeat(ctx: ServiceContext) -> None:
             await ctx.redis.set(key, beat.dump(), px=int(HEARTBEAT_S * 3000))
         except RedisError as e:
             log.warning("Heartbeat: not written: %s", error_text(e))
+        else:
+            HEARTBEAT_TS.labels(ctx.service).set(beat.ts / 1000)
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(ctx.role_changed.wait(), HEARTBEAT_S)
         ctx.role_changed.clear()
@@ -98,6 +100,7 @@ async def _heartbeat(ctx: ServiceContext) -> None:
 async def _run(ctx: ServiceContext, body: Body, single_active: bool) -> int:
     """Run the body (under the lease when single-active); return the process exit code."""
     beat = asyncio.create_task(_heartbeat(ctx), name=f"heartbeat-{ctx.service}")
+    stats = asyncio.create_task(streamstats.sample_forever(ctx.redis), name="stream-gauges")
     try:
         if not single_active:
             await body(ctx)
@@ -124,7 +127,8 @@ async def _run(ctx: ServiceContext, body: Body, single_active: bool) -> int:
             return EXIT_LEASE_LOST
     finally:
         beat.cancel()
-        await asyncio.gather(beat, return_exceptions=True)
+        stats.cancel()
+        await asyncio.gather(beat, stats, return_exceptions=True)
         with contextlib.suppress(RedisError):
             await ctx.redis.delete(keys.heartbeat_key(ctx.service, ctx.instance))
 

@@ -676,8 +676,9 @@ def position_stops(pid: str, pos: BookPosition | None) -> list[str]:
 async def run(ctx: ServiceContext) -> None:
     """Run the executor until stopped: fence, resume, then consume signals and allot slots."""
     client = ExchangeClient.from_settings(ctx.settings)
-    await client.start()
     try:
+        if not await client.start_when_reachable(ctx.stop):
+            return
         executor = Executor(ctx, client, await client.markets())
         await executor.fence()
         if ctx.stop.is_set():

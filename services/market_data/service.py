@@ -276,7 +276,8 @@ class MarketData:
         if not self.may_act():
             return False
         await self._commit(fetched, published)
-        CANDLES_PUBLISHED.inc(len(published))
+        for candle in published:
+            CANDLES_PUBLISHED.labels(candle.symbol).inc()
         self.processed_close = close
         log.info(
             "Candles: close %s published %d for %d/%d symbols (%d failed, %d skipped)",
@@ -440,24 +441,11 @@ def _first_error(e: ValueError) -> str:
     return str(e)
 
 
-async def start_client(client: ExchangeClient, stop: asyncio.Event, retry_s: float) -> bool:
-    """Start the exchange client, retrying while the exchange is unreachable; False if stopped."""
-    while not stop.is_set():
-        try:
-            await client.start()
-            return True
-        except TemporaryError as e:
-            log.warning("Exchange: not reachable at start (%s); retrying", e)
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(stop.wait(), retry_s)
-    return False
-
-
 async def run(ctx: ServiceContext) -> None:
     """Run market_data until ``ctx.stop`` is set (the service body, under the lease)."""
     client = ExchangeClient.from_settings(ctx.settings)
     try:
-        if not await start_client(client, ctx.stop, ctx.settings.scan_interval):
+        if not await client.start_when_reachable(ctx.stop, ctx.settings.scan_interval):
             return
         md = MarketData(ctx.settings, ctx.redis, client, ctx.may_act)
         await md.loop(ctx.stop)

@@ -28,7 +28,7 @@ from services.signals.evaluate import Evaluation, describe, entry_reason, evalua
 from shared import keys
 from shared.bus import Consumer, publish_in
 from shared.config import Settings
-from shared.metrics import CANDLES_EVALUATED, ENTRY_SIGNALS
+from shared.metrics import CANDLES_EVALUATED, ENTRY_SIGNALS, EVALUATION_SECONDS
 from shared.schemas import Candle, EntrySignal, SchemaError, decode, entry_signal_id
 from shared.service import ServiceContext
 
@@ -53,13 +53,15 @@ class CandleEvaluator:
                 candle.symbol, candle.timeframe, candle.open_time, self.settings.timeframe,
             )  # fmt: skip
             return
+        started = time.perf_counter()
         window = await self.load_window(candle)
         ev = evaluate(window, self.settings)
         signal = self.entry_signal(candle, ev)
+        EVALUATION_SECONDS.observe(time.perf_counter() - started)
         await self.record(candle, signal)
         CANDLES_EVALUATED.inc()
         if signal is not None:
-            ENTRY_SIGNALS.labels(signal.side).inc()
+            ENTRY_SIGNALS.labels(signal.side, signal.symbol).inc()
             log.info("Signal: %s %s %s", signal.side.upper(), candle.symbol, describe(ev))
         else:
             log.debug("Candle: %s %d no entry (%s)", candle.symbol, candle.open_time, describe(ev))

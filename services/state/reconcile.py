@@ -7,7 +7,7 @@ At start and every RECONCILE_INTERVAL, under the book lock:
   order's, else the fill of the market order its stop triggered, else its last fills;
 - a book position whose stop is not open on the exchange gets a new one (next sequence
   number); a size that differs from the exchange's is corrected.
-Every correction is logged and counted in ``tb_reconcile_corrections_total{kind}``.
+Every correction is logged and counted in ``tradebot_reconcile_corrections_total{kind}``.
 """
 
 from __future__ import annotations
@@ -24,7 +24,13 @@ from shared.bus import publish
 from shared.exchange import ExchangeClient
 from shared.exchange_errors import ExchangeFailure, TemporaryError
 from shared.exchange_models import Order, Position
-from shared.metrics import EQUITY, RECONCILE_CORRECTIONS, RECONCILE_RUNS, UNREALIZED_PNL
+from shared.metrics import (
+    EQUITY,
+    POSITIONS_WITHOUT_STOP,
+    RECONCILE_CORRECTIONS,
+    RECONCILE_RUNS,
+    UNREALIZED_PNL,
+)
 from shared.order_ids import exit_client_id
 from shared.schemas import ExitReason, Side, StopCommand, side_sign, stop_command_id
 from shared.service import ServiceContext
@@ -71,19 +77,23 @@ class Reconciler:
         pending_raw: Any = await self.ctx.redis.hgetall(keys.PENDING_ENTRIES)
         pending = {k.decode() for k in pending_raw}
         by_symbol = {p.symbol: p for p in positions.values()}
+        unprotected = 0
         for symbol, ex_pos in live.items():
             pos = by_symbol.get(symbol)
             if pos is None:
                 if symbol not in pending:
-                    await self._adopt(ex_pos, stops, now)
+                    unprotected += not await self._adopt(ex_pos, stops, now)
                 continue
-            await self._check(pos, ex_pos, stops, now)
+            unprotected += not await self._check(pos, ex_pos, stops, now)
         for pos in positions.values():
             if pos.symbol not in live and now - pos.entry_time > STOP_GRACE_MS / 6:
                 await self._close_missing(pos, now)
+        POSITIONS_WITHOUT_STOP.set(unprotected)
+        await self.book.refresh_gauges()
         await self._account(now, live)
 
-    async def _adopt(self, ex_pos: Position, stops: list[Order], now: int) -> None:
+    async def _adopt(self, ex_pos: Position, stops: list[Order], now: int) -> bool:
+        """Adopt a position only the exchange has; return whether its stop is open."""
         side: Side = ex_pos.side
         pid = f"adopted|{ex_pos.symbol}|{now}"
         stop = _stop_for(ex_pos.symbol, side, stops)
@@ -105,27 +115,31 @@ class Reconciler:
         )  # fmt: skip
         if stop is None:
             await self._ask_stop(pos, 0, "adopted", now)
+        return stop is not None
 
     async def _check(
         self, pos: BookPosition, ex_pos: Position, stops: list[Order], now: int
-    ) -> None:
+    ) -> bool:
+        """Correct a book position's size and stop; return False when it has no open stop
+        (beyond the grace of a fresh position, or while an exit is in flight)."""
         if abs(ex_pos.contracts - pos.quantity) > 1e-12 and ex_pos.side == pos.side:
             self._correct("quantity", "%s size %g in the book, %g on the exchange: corrected",
                           pos.symbol, pos.quantity, ex_pos.contracts)  # fmt: skip
             pos = pos.model_copy(update={"quantity": ex_pos.contracts})
             await self.book.save(pos)
-        if pos.exit_requested is not None:
-            return
         open_ids = {s.client_order_id for s in stops if s.symbol == pos.symbol}
         if pos.stop_client_order_id is not None and pos.stop_client_order_id in open_ids:
-            return
+            return True
+        if pos.exit_requested is not None:
+            return True  # the exit closes it; its stop may already be cancelled
         if pos.stop_client_order_id is None and now - pos.entry_time < STOP_GRACE_MS:
-            return  # the executor is placing the first stop right now
+            return True  # the executor is placing the first stop right now
         seq = pos.stop_seq + 1
         self._correct("stop_missing", "%s %s has no open stop on the exchange: asking for stop #%d",
                       pos.side.upper(), pos.symbol, seq)  # fmt: skip
         await self.book.save(pos.model_copy(update={"stop_seq": seq}))
         await self._ask_stop(pos, seq, "repair", now)
+        return False
 
     async def _ask_stop(self, pos: BookPosition, seq: int, reason: str, now: int) -> None:
         cmd = StopCommand(

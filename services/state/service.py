@@ -31,7 +31,13 @@ from shared.book import BookPosition, ClosedTrade
 from shared.bus import Consumer, publish_in
 from shared.crash import crash_point
 from shared.exchange import ExchangeClient
-from shared.metrics import EXIT_SIGNALS, POSITIONS_OPEN, REALIZED_PNL, TRADES_CLOSED
+from shared.metrics import (
+    EXIT_SIGNALS,
+    POSITION_NOTIONAL,
+    POSITIONS_OPEN,
+    REALIZED_PNL,
+    TRADES_CLOSED,
+)
 from shared.schemas import (
     ExitSignal,
     Message,
@@ -54,6 +60,7 @@ class Book:
         self.redis = redis
         self.params = params
         self.lock = asyncio.Lock()
+        self._notional_labels: set[tuple[str, str]] = set()  # position gauges now set
 
     async def positions(self) -> dict[str, BookPosition]:
         """Return the open positions by id."""
@@ -83,7 +90,7 @@ class Book:
         )  # fmt: skip
         publish_in(pipe, keys.STREAM_EVENTS, closed)
         await pipe.execute()
-        TRADES_CLOSED.labels(trade.reason).inc()
+        TRADES_CLOSED.labels(trade.reason, pos.symbol).inc()
         log.info(
             "Closed: %s %s %s entry=%g exit=%g pnl=%+.2f (fees %.2f) [%s]",
             pos.side.upper(), pos.symbol, trade.reason, trade.entry_price, trade.exit_price,
@@ -99,7 +106,17 @@ class Book:
 
     async def refresh_gauges(self) -> None:
         """Update the open-position and realised-PnL gauges."""
-        POSITIONS_OPEN.set(await self.redis.hlen(keys.BOOK_POSITIONS))
+        positions = await self.positions()
+        POSITIONS_OPEN.set(len(positions))
+        notional: dict[tuple[str, str], float] = {}
+        for pos in positions.values():
+            key = (pos.symbol, pos.side)
+            notional[key] = notional.get(key, 0.0) + pos.quantity * pos.entry_price
+        for labels in self._notional_labels - notional.keys():
+            POSITION_NOTIONAL.remove(*labels)
+        for labels, value in notional.items():
+            POSITION_NOTIONAL.labels(*labels).set(value)
+        self._notional_labels = set(notional)
         trades = await book.read_all_trades(self.redis)
         REALIZED_PNL.set(sum(t.pnl for t in trades))
 
@@ -193,8 +210,9 @@ async def run(ctx: ServiceContext) -> None:
     params = StrategyParams.from_settings(s)
     book_ = Book(ctx.redis, params)
     client = ExchangeClient.from_settings(s)
-    await client.start()
     try:
+        if not await client.start_when_reachable(ctx.stop):
+            return
         state = State(ctx, book_)
         reconciler = Reconciler(ctx, client, book_, params)
         await reconciler.run_once()

@@ -102,7 +102,7 @@ async def test_failed_message_is_redelivered(redis_client: aioredis.Redis) -> No
 
 async def test_dead_letter_after_max_deliveries(redis_client: aioredis.Redis) -> None:
     before = REGISTRY.get_sample_value(
-        "tb_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
+        "tradebot_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
     )
     seen: list[PriceTick] = []
     fail = Counter({2: 1000})
@@ -118,7 +118,7 @@ async def test_dead_letter_after_max_deliveries(redis_client: aioredis.Redis) ->
     assert "boom 2" in dead.error
     assert dead.payload == encode(tick(2)).decode()
     after = REGISTRY.get_sample_value(
-        "tb_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
+        "tradebot_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
     )
     assert (after or 0) - (before or 0) == 1
 

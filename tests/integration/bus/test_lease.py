@@ -6,6 +6,7 @@ import asyncio
 from typing import Any
 
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.redisconn import EmbeddedRedis, Lease
@@ -28,9 +29,12 @@ async def test_second_holder_waits_until_release(redis_client: aioredis.Redis) -
     assert not await b.release()
     assert await _holder(redis_client) == a.token.encode()
     assert not waiter.done()
+    takeovers = REGISTRY.get_sample_value("tradebot_lease_takeovers_total", {"service": SERVICE})
     assert await a.release()
     assert await asyncio.wait_for(waiter, 30)
     assert await _holder(redis_client) == b.token.encode()
+    after = REGISTRY.get_sample_value("tradebot_lease_takeovers_total", {"service": SERVICE})
+    assert (after or 0) == (takeovers or 0) + 1  # b waited behind a: a takeover
 
 
 async def test_renew_extends_only_our_lease(redis_client: aioredis.Redis) -> None:

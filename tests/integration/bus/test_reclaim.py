@@ -85,7 +85,7 @@ async def test_pending_entries_trimmed_away_are_reported_lost(
     await redis_client.xreadgroup(GROUP, "crashed", {STREAM: ">"})
     await redis_client.xtrim(STREAM, maxlen=2, approximate=False)
     labels = {"stream": STREAM, "group": GROUP}
-    before = REGISTRY.get_sample_value("tb_bus_trimmed_pending_total", labels) or 0
+    before = REGISTRY.get_sample_value("tradebot_bus_trimmed_pending_total", labels) or 0
     seen: list[PriceTick] = []
 
     async def handle(msg: PriceTick, entry_id: str) -> None:
@@ -99,7 +99,7 @@ async def test_pending_entries_trimmed_away_are_reported_lost(
             await eventually(lambda: len(seen) == 2)
             await eventually(lambda: _pending_zero(redis_client))
     assert [m.ts for m in seen] == [3, 4]
-    after = REGISTRY.get_sample_value("tb_bus_trimmed_pending_total", labels)
+    after = REGISTRY.get_sample_value("tradebot_bus_trimmed_pending_total", labels)
     assert after == before + 3
     assert any(
         "3 pending entries" in r.getMessage() and ids[0] in r.getMessage() for r in caplog.records

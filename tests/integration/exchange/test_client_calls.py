@@ -159,12 +159,15 @@ async def test_every_call_is_timed_and_counted(client: ExchangeClient) -> None:
     def sample(name: str, labels: dict[str, str]) -> float:
         return REGISTRY.get_sample_value(name, labels) or 0.0
 
-    ok_before = sample("tb_exchange_calls_total", {"call": "balance", "outcome": "ok"})
-    timed_before = sample("tb_exchange_call_seconds_count", {"call": "balance"})
+    sent_before = sample("tradebot_exchange_requests_total", {"call": "balance"})
+    timed_before = sample("tradebot_exchange_request_duration_seconds_count", {"call": "balance"})
     await client.balance()
     await client.balance()
-    assert sample("tb_exchange_calls_total", {"call": "balance", "outcome": "ok"}) == ok_before + 2
-    assert sample("tb_exchange_call_seconds_count", {"call": "balance"}) == timed_before + 2
+    assert sample("tradebot_exchange_requests_total", {"call": "balance"}) == sent_before + 2
+    assert (
+        sample("tradebot_exchange_request_duration_seconds_count", {"call": "balance"})
+        == timed_before + 2
+    )
 
 
 async def test_stop_history_pages_past_the_algo_endpoint_cap(

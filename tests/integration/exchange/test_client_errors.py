@@ -11,10 +11,10 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.exchange import ExchangeClient
-from shared.exchange_errors import AuthError, InsufficientMargin
+from shared.exchange_errors import AuthError, InsufficientMargin, TemporaryError
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
-from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, MakeClient
+from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, FAST, MakeClient
 from tests.integration.exchange.intents import Intent, place_until_settled
 
 BTC = "BTC/USDT:USDT"
@@ -24,9 +24,11 @@ FAULT_KINDS = ("http5xx", "http429", "http418", "timeout", "reset", "drop")
 TWENTY_PCT = dict.fromkeys(FAULT_KINDS, 0.2 / len(FAULT_KINDS))  # every kind, 20% in all
 
 
-def calls(call: str, outcome: str) -> float:
-    """Return the exchange call counter for one call and outcome."""
-    value = REGISTRY.get_sample_value("tb_exchange_calls_total", {"call": call, "outcome": outcome})
+def calls(call: str, kind: str) -> float:
+    """Return the exchange error counter for one call and error kind."""
+    value = REGISTRY.get_sample_value(
+        "tradebot_exchange_errors_total", {"call": call, "kind": kind}
+    )
     return value or 0.0
 
 
@@ -174,3 +176,21 @@ async def test_stop_intents_under_faults_give_one_algo_order_each(
     assert max(on_exchange.values()) == 1
     assert counts.get("drop", 0) > 0, counts
     assert len(await client.open_stop_orders(ETH)) == 40
+
+
+async def test_retries_are_counted_per_call(sim: SimHandle, client: ExchangeClient) -> None:
+    def retries() -> float:
+        value = REGISTRY.get_sample_value("tradebot_exchange_retries_total", {"call": "balance"})
+        return value or 0.0
+
+    def errors() -> float:  # a 5xx reads as unavailable, a 504 as a timeout
+        return calls("balance", "unavailable") + calls("balance", "timeout")
+
+    before, errors_before = retries(), errors()
+    sim.set_faults({"http5xx": 1.0})
+    with pytest.raises(TemporaryError):
+        await client.balance()
+    sim.set_faults({})
+    attempts = FAST.backoff.attempts
+    assert retries() == before + attempts - 1  # every attempt but the first is a retry
+    assert errors() == errors_before + attempts

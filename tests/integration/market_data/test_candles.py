@@ -141,7 +141,7 @@ async def test_downtime_is_refilled_and_a_long_one_is_counted_as_a_gap(
     stored = await window(redis_client, symbol)
     assert [b.open_time - a.open_time for a, b in itertools.pairwise(stored)] == [TF_MS] * 9
 
-    gaps_before = metric("tb_md_candle_gaps_total", symbol=symbol)
+    gaps_before = metric("tradebot_md_candle_gaps_total", symbol=symbol)
     synthetic.sim.step(15 * STEPS_PER_CANDLE)  # longer than CANDLE_LIMIT (10) closes
     caplog.set_level(logging.INFO, logger="services.market_data.service")
     again = await make_scanner(synthetic)
@@ -149,7 +149,7 @@ async def test_downtime_is_refilled_and_a_long_one_is_counted_as_a_gap(
     mine = [c.open_time for c in await stream_candles(redis_client) if c.symbol == symbol]
     assert len(mine) == 4 + 10  # the newest CANDLE_LIMIT were refilled
     assert mine[4] - mine[3] == 6 * TF_MS  # five candles could not be fetched any more
-    assert metric("tb_md_candle_gaps_total", symbol=symbol) == gaps_before + 1
+    assert metric("tradebot_md_candle_gaps_total", symbol=symbol) == gaps_before + 1
     assert f"Candles: {symbol} gap of 5 candles before" in caplog.text
 
 
@@ -172,7 +172,7 @@ async def test_a_failing_symbol_is_skipped_without_stalling_the_others(
     assert md.universe is not None
     bad, *good = md.universe.symbols
     flaky[0].failing.add(bad)
-    failures = metric("tb_md_symbol_failures_total", symbol=bad)
+    failures = metric("tradebot_md_symbol_failures_total", symbol=bad)
 
     for n in range(1, 6):
         synthetic.sim.step(STEPS_PER_CANDLE)
@@ -182,15 +182,15 @@ async def test_a_failing_symbol_is_skipped_without_stalling_the_others(
         published = await stream_candles(redis_client)
         assert sorted(c.symbol for c in published if c.open_time == close - TF_MS) == sorted(good)
         assert await expected(redis_client, close) == 3
-        assert metric("tb_md_symbol_failures_total", symbol=bad) == failures + n
+        assert metric("tradebot_md_symbol_failures_total", symbol=bad) == failures + n
     assert f"Candles: {bad} failed (TemporaryError: ohlcv: RequestTimeout" in caplog.text
     assert "skipped this close" in caplog.text
-    assert metric("tb_md_symbols_skipped") == 1.0
+    assert metric("tradebot_md_symbols_skipped") == 1.0
 
     flaky[0].failing.clear()
     synthetic.sim.step(STEPS_PER_CANDLE)  # still sitting out: not even tried
     assert await md.scan()
-    assert metric("tb_md_symbol_failures_total", symbol=bad) == failures + 5
+    assert metric("tradebot_md_symbol_failures_total", symbol=bad) == failures + 5
     now = synthetic.sim.now_ms()
     latest = [
         c for c in await stream_candles(redis_client) if c.open_time == now - now % TF_MS - TF_MS
@@ -201,9 +201,9 @@ async def test_a_failing_symbol_is_skipped_without_stalling_the_others(
     for _ in range(10):  # tried again later: refilled, and its closes' counts grow
         synthetic.sim.step(STEPS_PER_CANDLE)
         assert await md.scan()
-        if metric("tb_md_symbols_skipped") == 0.0:
+        if metric("tradebot_md_symbols_skipped") == 0.0:
             break
-    assert metric("tb_md_symbols_skipped") == 0.0
+    assert metric("tradebot_md_symbols_skipped") == 0.0
     mine = [c.open_time for c in await stream_candles(redis_client) if c.symbol == bad]
     now = synthetic.sim.now_ms()
     assert mine[-1] == now - now % TF_MS - TF_MS
@@ -228,7 +228,7 @@ async def test_a_bad_candle_is_refused_and_not_published(
     assert md.universe is not None
     bad = md.universe.symbols[1]
     flaky[0].corrupt.add(bad)
-    failures = metric("tb_md_symbol_failures_total", symbol=bad)
+    failures = metric("tradebot_md_symbol_failures_total", symbol=bad)
     caplog.set_level(logging.INFO, logger="services.market_data.service")
     synthetic.sim.step(STEPS_PER_CANDLE)
     assert await md.scan()
@@ -239,7 +239,7 @@ async def test_a_bad_candle_is_refused_and_not_published(
         s for s in md.universe.symbols if s != bad
     )
     assert newest not in [c.open_time for c in await window(redis_client, bad)]
-    assert metric("tb_md_symbol_failures_total", symbol=bad) == failures + 1
+    assert metric("tradebot_md_symbol_failures_total", symbol=bad) == failures + 1
     assert f"Candles: {bad} candle at " in caplog.text
     assert "refused (high/low must enclose open and close" in caplog.text.replace(
         "Value error, ", ""

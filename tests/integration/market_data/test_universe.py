@@ -17,7 +17,7 @@ QUARTER_HOUR_MS = 900_000
 
 def rotations() -> float:
     """Return the universe rotation counter."""
-    return REGISTRY.get_sample_value("tb_universe_rotations_total") or 0.0
+    return REGISTRY.get_sample_value("tradebot_universe_rotations_total") or 0.0
 
 
 async def test_first_scan_ranks_by_quote_volume(
@@ -38,7 +38,7 @@ async def test_first_scan_ranks_by_quote_volume(
     assert stored.rotated_ms == now - now % TF_MS
     assert stored.quote_volumes == pytest.approx({s: volumes[s] for s in want})
     assert all(s.endswith("/USDT:USDT") for s in stored.symbols)
-    assert REGISTRY.get_sample_value("tb_universe_size") == 3
+    assert REGISTRY.get_sample_value("tradebot_universe_size") == 3
     assert f"Universe: 3 symbols {' '.join(want)} (rotation at 2025-01-02T01:00Z)" in caplog.text
 
 

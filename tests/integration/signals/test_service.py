@@ -34,7 +34,7 @@ from tests.integration.signals.helpers import (
 
 def candles_evaluated() -> float:
     """Return the process-wide count of evaluated candles (tests compare differences)."""
-    return REGISTRY.get_sample_value("tb_signals_candles_evaluated_total") or 0.0
+    return REGISTRY.get_sample_value("tradebot_evaluations_total") or 0.0
 
 
 async def test_long_short_and_no_entry_at_one_close(

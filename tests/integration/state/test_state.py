@@ -9,6 +9,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from services.signals.rules import StrategyParams
 from services.state.reconcile import Reconciler
@@ -51,6 +52,11 @@ async def harness(
         yield StateHarness(State(ctx, book_), Reconciler(ctx, client, book_, params), redis_client)
     finally:
         await client.close()
+
+
+def gauge(name: str, **labels: str) -> float | None:
+    """Return a metric's current value in this process's registry."""
+    return REGISTRY.get_sample_value(name, labels)
 
 
 async def watermark_is(h: StateHarness, ms: int) -> bool:
@@ -144,6 +150,8 @@ async def test_reconcile_closes_a_vanished_position_and_repairs_a_missing_stop(
     await h.rec.run_once()  # on the exchange, no stop open: stop #1 is asked for
     cmds = [c for c in await h.stream(keys.STREAM_SIGNALS) if isinstance(c, StopCommand)]
     assert [(c.position_id, c.seq) for c in cmds] == [(other, 1)]
+    assert gauge("tradebot_positions_without_stop") == 1
+    assert gauge("tradebot_position_notional", symbol=SOL, side="long") == pytest.approx(300.0)
 
 
 async def test_a_malformed_tick_goes_to_the_dlq_and_ticks_go_on(harness: StateHarness) -> None:
@@ -194,6 +202,7 @@ async def test_reconcile_leaves_a_protected_position_alone(
     assert [p.stop_client_order_id for p in (await book.read_positions(h.redis)).values()] == [
         stop_cid
     ]
+    assert gauge("tradebot_positions_without_stop") == 0
     assert not [c for c in await h.stream(keys.STREAM_SIGNALS) if isinstance(c, StopCommand)]
 
 
