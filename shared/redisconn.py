@@ -266,6 +266,7 @@ class Lease:
         self._acquire: Any = client.register_script(_ACQUIRE)
         self._renew: Any = client.register_script(_RENEW)
         self._release: Any = client.register_script(_RELEASE)
+        LEASE_HELD.labels(service).set(0)  # a standby reports 0 until it wins the lease
 
     async def acquire(self) -> bool:
         """Take the lease if it is free (or already ours); return whether we hold it now."""
