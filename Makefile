@@ -1,15 +1,20 @@
-# One entry point for people and CI: make run, make test, make lint, make bench.
+# One entry point for people and CI: make run, make test, make lint, make bench, make lock.
 PY ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
+# pip itself is pinned too (the Dockerfile pins the same version).
+PIP_VERSION := 26.3
 
-.PHONY: run test test-fast lint bench install clean
+.PHONY: run test test-fast lint bench install lock clean
 
-$(STAMP): pyproject.toml
+# Every dependency comes from requirements-dev.lock (exact versions and hashes); the project
+# itself is then installed editable without dependencies, built by the setuptools pinned there.
+$(STAMP): pyproject.toml requirements-dev.lock
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev]'
+	$(BIN)/python -m pip install -q pip==$(PIP_VERSION)
+	$(BIN)/python -m pip install -q -r requirements-dev.lock
+	$(BIN)/python -m pip install -q --no-deps --no-build-isolation -e .
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -32,6 +37,31 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/backtest.py
+
+# Regenerate requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra)
+# from pyproject.toml with pip-tools, installed in a throwaway venv. Pins already in the
+# files are kept; LOCK_ARGS=--upgrade moves everything to the newest allowed versions,
+# LOCK_ARGS='--upgrade-package ccxt' one package. The dev file is constrained by the runtime
+# file, so both pin the same runtime versions. The lock is for Linux x86_64 and Python 3.11
+# (the image's and CI's), resolved against PyPI alone: the local pip configuration (extra
+# indexes, find-links, constraints) is ignored, so the hashes are PyPI's.
+LOCK_PY ?= python3.11
+PIP_TOOLS_VERSION := 7.6.2
+LOCK_ARGS ?=
+LOCK_FLAGS := --quiet --generate-hashes --strip-extras --allow-unsafe --build-deps-for=wheel \
+	--no-emit-index-url --no-emit-find-links
+LOCK_ENV := env -u PIP_FIND_LINKS -u PIP_EXTRA_INDEX_URL -u PIP_INDEX_URL -u PIP_CONSTRAINT \
+	PIP_CONFIG_FILE=/dev/null CUSTOM_COMPILE_COMMAND='make lock'
+
+lock:
+	$(LOCK_PY) -c 'import sys; sys.exit(sys.version_info[:2] != (3, 11) and "make lock needs Python 3.11 (LOCK_PY=...)")'
+	tmp=$$(mktemp -d) && trap 'rm -rf "$$tmp"' EXIT && \
+	$(LOCK_PY) -m venv "$$tmp" && \
+	$(LOCK_ENV) "$$tmp/bin/python" -m pip install -q pip-tools==$(PIP_TOOLS_VERSION) && \
+	$(LOCK_ENV) "$$tmp/bin/pip-compile" $(LOCK_FLAGS) $(LOCK_ARGS) \
+		-o requirements.lock pyproject.toml && \
+	$(LOCK_ENV) "$$tmp/bin/pip-compile" $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev \
+		-c requirements.lock -o requirements-dev.lock pyproject.toml
 
 clean:
 	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
