@@ -544,10 +544,11 @@ def health_row(layout: Layout) -> list[cogbuilder.Builder[dashboard.Panel]]:
         time_series(
             layout,
             "Process starts",
-            "Starts of each service's processes; a step up is a (re)start.",
+            "Process starts of each service, all its copies together; a step up is a start"
+            " or a restart (a process that died and was started again by Docker or circus).",
             [
                 Query(
-                    f"sum by (service) (tradebot_service_starts_total{{{SERVICE}}})",
+                    f"max by (service) (tradebot_service_starts_total{{{SERVICE}}})",
                     "{{service}}",
                 )
             ],
@@ -557,9 +558,10 @@ def health_row(layout: Layout) -> list[cogbuilder.Builder[dashboard.Panel]]:
             layout,
             "Reconciliation",
             "State's reconciliations with the exchange since it started, by outcome (ok,"
-            " unreachable), and the book corrections they made, by kind (adopted,"
-            " closed_outside, stop_missing, size). Any correction raises"
-            " TradebotReconcileCorrections.",
+            " unreachable), and the book corrections they made, by kind (adopted: a position"
+            " only the exchange had; closed_outside: closed on the exchange, not in the book;"
+            " stop_missing: its stop was not on the exchange; and a quantity that differed)."
+            " Any correction raises TradebotReconcileCorrections.",
             [
                 Query("sum by (outcome) (tradebot_reconcile_runs_total)", "runs {{outcome}}"),
                 Query(

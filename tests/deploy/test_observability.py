@@ -25,6 +25,7 @@ import re
 import shutil
 import subprocess
 import time
+import urllib.error
 import urllib.parse
 import urllib.request
 from collections.abc import Callable, Iterator
@@ -521,6 +522,14 @@ class Prometheus:
                 stdout=log,
                 stderr=subprocess.STDOUT,
             )
+        wait(self.ready, 30, "Prometheus to be ready", self.log)
+
+    def ready(self) -> bool:
+        try:
+            with urllib.request.urlopen(f"{self.base}/-/ready", timeout=5) as r:
+                return bool(r.status == 200)
+        except OSError:
+            return False
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -784,3 +793,13 @@ def test_dashboard_and_alerts_against_a_running_stack(stack: Stack, prometheus: 
     # The dashboard's annotation query shows them.
     annotation = board["annotations"]["list"][0]["expr"]
     assert prometheus.query(annotation)["data"]["result"], annotation
+
+    # The active executor dies: the standby's lease gauge goes to 1 (Lease holders panel).
+    stack.kill("executor")
+    standby = targets["executor"][1]
+    wait(
+        lambda: prometheus.value(f'tradebot_lease_held{{instance="{standby}"}}') == 1,
+        60,
+        "the standby executor to hold the lease",
+        details,
+    )
