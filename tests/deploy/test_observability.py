@@ -471,7 +471,7 @@ class _Encoder(json.JSONEncoder):
 def test_grafana_provisioning_points_at_prometheus_and_the_dashboards() -> None:
     sources = load_yaml(GRAFANA_DIR / "provisioning" / "datasources" / "prometheus.yml")
     (source,) = sources["datasources"]
-    assert source["uid"] == dashboard_json()["panels"][1]["datasource"]["uid"]
+    assert source["uid"] == panels(dashboard_json())[0]["datasource"]["uid"]
     assert source["type"] == "prometheus"
     assert source["url"] == "http://prometheus:9090"
     assert source["isDefault"] is True
