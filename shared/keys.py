@@ -92,3 +92,8 @@ def heartbeat_key(service: str, instance: str) -> str:
 
 
 HEARTBEAT_PATTERN = f"{PREFIX}hb:*"
+
+
+def starts_key(service: str) -> str:
+    """Return the counter of a service's process starts, all copies (a restart adds one)."""
+    return f"{PREFIX}starts:{service}"

@@ -11,7 +11,9 @@ from prometheus_client import Counter, Gauge, Histogram, start_http_server
 # --- health, leases, restarts (every service) ----------------------------------------
 SERVICE_UP = Gauge("tradebot_service_up", "1 while the service runs its main loop", ["service"])
 SERVICE_RESTARTS = Counter(
-    "tradebot_service_starts", "Service process starts (restarts show as increases)", ["service"]
+    "tradebot_service_starts",
+    "Process starts of the service, all copies, counted in Redis (a restart shows as +1)",
+    ["service"],
 )
 HEARTBEAT_TS = Gauge(
     "tradebot_heartbeat_timestamp_seconds",

@@ -133,12 +133,24 @@ async def _run(ctx: ServiceContext, body: Body, single_active: bool) -> int:
             await ctx.redis.delete(keys.heartbeat_key(ctx.service, ctx.instance))
 
 
+async def _count_start(ctx: ServiceContext) -> None:
+    """Count this start in Redis and serve the total: a fresh process would read 1 again, so
+    a restart at the same address could not show as an increase of a local counter."""
+    try:
+        starts = int(await ctx.redis.incr(keys.starts_key(ctx.service)))
+    except RedisError as e:
+        log.warning("%s: start not counted (Redis: %s)", ctx.service, error_text(e))
+        return
+    SERVICE_RESTARTS.labels(ctx.service).inc(starts)
+
+
 async def serve(service: str, settings: Settings, body: Body, *, single_active: bool) -> int:
     """Connect, install signal handlers and run the body; return the exit code."""
     ctx = ServiceContext(settings, service, instance_name(service), connect(settings))
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, ctx.stop.set)
+    await _count_start(ctx)
     SERVICE_UP.labels(service).set(1)
     try:
         return await _run(ctx, body, single_active)
@@ -151,7 +163,6 @@ def service_main(service: str, settings: Settings, body: Body, *, single_active:
     """Run a service process to its end: logs, metrics port, then exit with the body's code."""
     setup_logging(service, settings.log_dir, settings.log_level, settings.secrets())
     serve_metrics(settings.metrics_port)
-    SERVICE_RESTARTS.labels(service).inc()
     log.info(
         "%s: starting (pid %d, mode %s, exchange %s)",
         service,

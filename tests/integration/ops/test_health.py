@@ -1,4 +1,5 @@
-"""``tradebot health``: healthy while a service beats, unhealthy with one line otherwise."""
+"""``tradebot health``: healthy while a service beats, unhealthy with one line otherwise;
+the start counter and the stream gauges every service serves."""
 
 from __future__ import annotations
 
@@ -7,11 +8,13 @@ import signal
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client.parser import text_string_to_metric_families
 
 from shared import keys, streamstats
 from shared.config import Settings
@@ -49,6 +52,17 @@ async def test_the_simulator_check_pings_it(sim: SimHandle) -> None:
     assert await asyncio.to_thread(sim_problem, Settings(sim_port=free_port())) is not None
 
 
+def starts(port: int) -> float:
+    """Return tradebot_service_starts_total as the process on ``port`` serves it."""
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == "tradebot_service_starts_total":
+                return sample.value
+    raise AssertionError("tradebot_service_starts_total not served")
+
+
 def test_health_command_follows_a_real_service_process(
     redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
@@ -68,8 +82,12 @@ def test_health_command_follows_a_real_service_process(
         stack.start("signals")
         stack.wait_for(lambda: health().returncode == 0, 60, "the signals worker to be healthy")
         assert health().stdout.strip() == "healthy"
+        assert starts(port) == 1
         stack.kill("signals", signal.SIGTERM)
         assert health().returncode == 1
+        stack.start("signals", name="signals-again")  # a restart at the same address
+        stack.wait_for(lambda: health().returncode == 0, 60, "the restarted worker")
+        assert starts(port) == 2  # counted in Redis: the restart shows as +1
     finally:
         stack.stop_all()
 
