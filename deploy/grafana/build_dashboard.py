@@ -559,8 +559,9 @@ def health_row(layout: Layout) -> list[cogbuilder.Builder[dashboard.Panel]]:
             "Reconciliation",
             "State's reconciliations with the exchange since it started, by outcome (ok,"
             " unreachable), and the book corrections they made, by kind (adopted: a position"
-            " only the exchange had; closed_outside: closed on the exchange, not in the book;"
-            " stop_missing: its stop was not on the exchange; and a quantity that differed)."
+            " only the exchange had; closed_missing: gone from the exchange, closed in the book"
+            " with the exchange's fill; stop_missing: its stop was not open on the exchange;"
+            " quantity: the size differed from the exchange's)."
             " Any correction raises TradebotReconcileCorrections.",
             [
                 Query("sum by (outcome) (tradebot_reconcile_runs_total)", "runs {{outcome}}"),
