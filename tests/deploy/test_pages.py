@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import subprocess
 import urllib.error
+import urllib.parse
 import urllib.request
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -240,7 +241,8 @@ def test_prometheus_graph_page(page: Page, stack: Stack, tmp_path: Path) -> None
         f"    static_configs:\n      - targets: ['127.0.0.1:{target}']\n"
     )
     base = f"http://127.0.0.1:{port}"
-    with (tmp_path / "prometheus.log").open("wb") as log:
+    # In the stack's log folder, so a failed wait prints its tail with the services' logs.
+    with (stack.logs / "prometheus.out").open("wb") as log:
         proc = subprocess.Popen(
             [
                 str(PROMETHEUS), f"--config.file={config}",
@@ -250,11 +252,11 @@ def test_prometheus_graph_page(page: Page, stack: Stack, tmp_path: Path) -> None
             stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
         )  # fmt: skip
     try:
-        query = f"{base}/api/v1/query?query=tradebot_service_up%20or%20tb_service_up"
+        expr = urllib.parse.quote(" or ".join(SERVICE_UP))
+        query = f"{base}/api/v1/query?query={expr}"
         stack.wait_for(lambda: '"signals"' in (metrics_text(query) or ""), 30, "a first scrape")
         problems = PageProblems()
         problems.watch(page)
-        expr = "tradebot_service_up%20or%20tb_service_up"
         page.goto(f"{base}/graph?g0.expr={expr}&g0.tab=1", wait_until="networkidle")
         table = page.locator("table").filter(has_text='service="signals"')
         table.first.wait_for(state="visible")
@@ -266,4 +268,8 @@ def test_prometheus_graph_page(page: Page, stack: Stack, tmp_path: Path) -> None
         problems.assert_clean(tolerated)
     finally:
         proc.terminate()
-        proc.wait(10)
+        try:
+            proc.wait(10)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
