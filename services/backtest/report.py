@@ -101,6 +101,7 @@ def equity_png(result: BacktestResult) -> bytes:
     import matplotlib
 
     matplotlib.use("Agg")
+    import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
     times = pd.to_datetime(result.step_ms, unit="ms", utc=True)
@@ -115,6 +116,9 @@ def equity_png(result: BacktestResult) -> bytes:
     ax_dd.fill_between(times, dd, 0, color="tab:red", alpha=0.4, linewidth=0)
     ax_dd.set_ylabel("drawdown %")
     ax_dd.grid(alpha=0.3)
+    dates = mdates.AutoDateLocator()  # concise dates, or the default labels run together
+    ax_dd.xaxis.set_major_locator(dates)
+    ax_dd.xaxis.set_major_formatter(mdates.ConciseDateFormatter(dates))
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)

@@ -54,8 +54,7 @@ CHROMIUM_ARGS = [
     "--disable-component-update",
     "--disable-sync",
 ]
-# TODO(metrics rename): accept only "tradebot_" once every metric is renamed (docs/metrics.md).
-SERVICE_UP = ("tradebot_service_up", "tb_service_up")
+SERVICE_UP = ("tradebot_service_up",)
 # matplotlib's "tab:blue", the colour of the equity line in report.py.
 EQUITY_BLUE = (31, 119, 180)
 # Debian's libjs-popper.js installs an ES module as dist/popper.min.js, and the classic
