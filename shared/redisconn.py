@@ -111,7 +111,7 @@ class EmbeddedRedis:
 
     fsync defaults to ``always``: with ``everysec`` a power loss or kernel crash loses up to
     about 2 s of acknowledged writes (an order intent, an ack), and the bot's write rate is
-    far below what ``always`` sustains. A process crash loses nothing either way.
+    far below what ``always`` sustains (docs/redis-durability.md has the numbers).
     """
 
     def __init__(
