@@ -37,6 +37,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/backtest.py
+	$(BIN)/python bench/aof_fsync.py
 
 # Regenerate requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra)
 # from pyproject.toml with pip-tools, installed in a throwaway venv. Pins already in the

@@ -116,9 +116,10 @@ def equity_png(result: BacktestResult) -> bytes:
     ax_dd.fill_between(times, dd, 0, color="tab:red", alpha=0.4, linewidth=0)
     ax_dd.set_ylabel("drawdown %")
     ax_dd.grid(alpha=0.3)
-    dates = mdates.AutoDateLocator()  # concise dates, or the default labels run together
+    # Concise date labels, or the default ones run together (matplotlib.dates is untyped).
+    dates = mdates.AutoDateLocator()  # type: ignore[no-untyped-call]
     ax_dd.xaxis.set_major_locator(dates)
-    ax_dd.xaxis.set_major_formatter(mdates.ConciseDateFormatter(dates))
+    ax_dd.xaxis.set_major_formatter(mdates.ConciseDateFormatter(dates))  # type: ignore[no-untyped-call]
     fig.tight_layout()
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=100)
