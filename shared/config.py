@@ -271,12 +271,27 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{env_name('live')}=true and TB_TESTNET=true contradict each other: pick one"
             )
+        if self.live and self.redis_url is not None and not self._redis_has_password():
+            raise ValueError(
+                f"{env_name('live')}=true needs a Redis password: set TB_REDIS_PASSWORD (or put "
+                "one in TB_REDIS_URL); a Redis without one lets anyone on its network trade"
+            )
         if self.exchange != "sim" and not (self.live or self.testnet):
             raise ValueError(
                 f"{env_name('exchange')}={self.exchange} trades real money: set TB_LIVE=true "
                 "to confirm, or TB_TESTNET=true for the exchange's demo"
             )
         return self
+
+    def _redis_has_password(self) -> bool:
+        if self.redis_password is not None and self.redis_password.get_secret_value():
+            return True
+        if self.redis_url is None:
+            return False
+        try:
+            return bool(urlsplit(self.redis_url.get_secret_value()).password)
+        except ValueError:
+            return False
 
     @property
     def timeframe_ms(self) -> int:

@@ -8,7 +8,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from shared.config import ConfigError, Settings, load_settings
 
@@ -243,3 +243,15 @@ def test_mode_names_what_money_is_at_stake() -> None:
     assert real.mode == "testnet"
     real = Settings(exchange="binanceusdm", live=True, api_key=key, api_secret=secret)
     assert real.mode == "live"
+
+
+def test_live_mode_refuses_a_redis_url_without_a_password() -> None:
+    live = {
+        "exchange": "binanceusdm", "live": True,
+        "api_key": "k", "api_secret": "s",  # fake: nothing is sent
+    }  # fmt: skip
+    with pytest.raises(ValidationError, match="TB_LIVE=true needs a Redis password"):
+        Settings(**live, redis_url="redis://redis:6379/0")  # type: ignore[arg-type]
+    ok = Settings(**live, redis_url="redis://redis:6379/0", redis_password="p@ss:/w")  # type: ignore[arg-type]
+    assert ok.mode == "live"
+    assert Settings(**live, redis_url="redis://:pw@redis:6379/0").mode == "live"  # type: ignore[arg-type]
