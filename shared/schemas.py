@@ -37,7 +37,11 @@ Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Quantity = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Volume = Annotated[float, Field(ge=0, allow_inf_nan=False)]
 Finite = Annotated[float, Field(allow_inf_nan=False)]
-TimeMs = Annotated[int, Field(ge=0)]
+# Integers fit a signed 64-bit word: orjson encodes no larger one (and reads a larger one as
+# a float), so a bigger value would decode through one path and fail to encode afterwards.
+MAX_INT = 2**63 - 1
+TimeMs = Annotated[int, Field(ge=0, le=MAX_INT)]
+Count = Annotated[int, Field(ge=0, le=MAX_INT)]
 Text = Annotated[str, Field(min_length=1)]
 
 
@@ -237,7 +241,7 @@ class StopCommand(Message):
     side: Side
     quantity: Quantity
     stop_price: Price
-    seq: Annotated[int, Field(ge=0)]
+    seq: Count
     reason: str = ""
     ts: TimeMs
 
@@ -258,7 +262,7 @@ class DlqEntry(Message):
     entry_id: Text
     reason: DlqReason
     error: str
-    deliveries: Annotated[int, Field(ge=0)]
+    deliveries: Count
     payload: str
     ts: TimeMs
 
