@@ -66,6 +66,7 @@ def limits_of(market: MarketInfo) -> MarketLimits:
         amount_step=market.amount_step or 0.0,
         min_amount=market.min_amount or 0.0,
         min_notional=market.min_notional or 0.0,
+        max_amount=market.max_amount or 0.0,
     )
 
 

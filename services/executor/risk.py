@@ -66,6 +66,11 @@ def check_entry(signal: EntrySignal, ctx: EntryContext, s: Settings) -> EntryDec
         return EntryDecision(
             refused="too_small", detail=f"equity {ctx.equity:.2f} sizes below the market minimum"
         )
+    if ctx.limits.max_amount and qty > ctx.limits.max_amount:  # a signal price far too low
+        return EntryDecision(
+            refused="too_large",
+            detail=f"quantity {qty:g} above the market maximum {ctx.limits.max_amount:g}",
+        )
     need = qty * signal.price / s.leverage * (1 + s.fee_rate * s.leverage)
     if need > ctx.free_margin:
         return EntryDecision(

@@ -9,11 +9,13 @@ from decimal import Decimal
 
 @dataclass(frozen=True, slots=True)
 class MarketLimits:
-    """A market's order limits: amount step (0 = any), minimum amount and minimum notional."""
+    """A market's order limits: amount step (0 = any), minimum amount and minimum notional,
+    maximum amount of one order (0 = none)."""
 
     amount_step: float = 0.0
     min_amount: float = 0.0
     min_notional: float = 0.0
+    max_amount: float = 0.0
 
 
 def round_down_to_step(amount: float, step: float) -> float:
@@ -40,13 +42,16 @@ def position_quantity(
     """Return margin * LEVERAGE / price rounded down to the step, or 0.0 when no order is allowed.
 
     margin = equity * TRADE_PCT / MAX_POSITIONS; no order (0.0) when equity or price is not
-    positive, or the rounded quantity is below the minimum amount or its notional below the
-    minimum notional.
+    positive, the quantity is not finite (a price near zero), or the rounded quantity is
+    below the minimum amount or its notional below the minimum notional.
     """
     if equity <= 0 or price <= 0:
         return 0.0
     margin = equity * trade_pct / max_positions
-    quantity = round_down_to_step(margin * leverage / price, limits.amount_step)
+    raw = margin * leverage / price
+    if not math.isfinite(raw):  # a price so small the quantity overflows: no order
+        return 0.0
+    quantity = round_down_to_step(raw, limits.amount_step)
     if quantity <= 0 or quantity < limits.min_amount or quantity * price < limits.min_notional:
         return 0.0
     return quantity
