@@ -37,6 +37,11 @@ class EntryDecision:
     detail: str = ""
 
 
+# A signal's candle closed by the exchange's clock before market_data published it; this much
+# disagreement between two readings of that clock (two Binance servers) is still accepted.
+CLOSE_SLACK_MS = 1_000
+
+
 def close_time_ms(signal: EntrySignal, timeframe_ms: int) -> int:
     """Return the close time of the signal's candle."""
     return signal.candle_open_time + timeframe_ms
@@ -45,6 +50,8 @@ def close_time_ms(signal: EntrySignal, timeframe_ms: int) -> int:
 def check_entry(signal: EntrySignal, ctx: EntryContext, s: Settings) -> EntryDecision:
     """Return the size of the entry, or the first rule it breaks."""
     age = ctx.now_ms - close_time_ms(signal, s.timeframe_ms)
+    if age < -CLOSE_SLACK_MS:  # no healthy signal: its candle has not closed on the exchange
+        return EntryDecision(refused="not_closed", detail=f"candle closes in {-age / 1000:.0f}s")
     if age > s.max_signal_age_ms:
         return EntryDecision(refused="stale", detail=f"candle closed {age / 1000:.0f}s ago")
     if ctx.halted:
