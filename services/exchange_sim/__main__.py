@@ -17,7 +17,7 @@ from aiohttp import web
 from services.exchange_sim.app import make_app, run_clock
 from services.exchange_sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
 from services.exchange_sim.core import DEFAULT_BALANCE, DEFAULT_FEE_RATE, Simulator
-from services.exchange_sim.faults import FaultConfigError, FaultPlan, parse_rates
+from services.exchange_sim.faults import GARBAGE_KINDS, FaultConfigError, FaultPlan, parse_rates
 from services.exchange_sim.market import Market
 from shared.candles import load_candles
 from shared.config import TIMEFRAME_MS
@@ -95,6 +95,14 @@ def main(
             "(default: no faults)"
         ),
     ] = "",
+    garbage: Annotated[
+        str,
+        typer.Option(
+            help="garbage market data rates 'kind=rate,...' with kinds "
+            + ", ".join(GARBAGE_KINDS)
+            + "; 'all=R' splits R evenly (default: none)"
+        ),
+    ] = "",
     fault_seed: Annotated[int, typer.Option(help="seed of the fault draws")] = 0,
     latency_ms: Annotated[int, typer.Option(help="latency added to every /fapi request")] = 0,
     timeout_hold: Annotated[
@@ -117,7 +125,13 @@ def main(
     if timeframe not in TIMEFRAME_MS:
         raise typer.BadParameter(f"timeframe must be one of {sorted(TIMEFRAME_MS)}")
     try:
-        plan = FaultPlan(parse_rates(faults), latency_ms, timeout_hold, seed=fault_seed)
+        plan = FaultPlan(
+            parse_rates(faults),
+            latency_ms,
+            timeout_hold,
+            seed=fault_seed,
+            garbage=parse_rates(garbage, GARBAGE_KINDS),
+        )
     except FaultConfigError as e:
         raise typer.BadParameter(str(e)) from None
     market = build_market(replay, symbols, seed, timeframe, start_ms, warmup)
@@ -135,7 +149,7 @@ def main(
     shown = api_secret if api_secret == DEFAULT_API_SECRET else "(custom, not shown)"
     log.info(
         "Exchange simulator on http://%s:%d api-key=%s api-secret=%s symbols=%d %s speed=%g "
-        "faults=%s state=%s",
+        "faults=%s garbage=%s state=%s",
         host,
         port,
         api_key,
@@ -144,6 +158,7 @@ def main(
         f"replay={replay}" if replay else f"synthetic seed={seed}",
         speed,
         plan.rates or "none",
+        plan.garbage or "none",
         state_file or "none",
     )
     asyncio.run(serve(sim, host, port, speed))

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -11,7 +12,7 @@ from typing import Any
 from aiohttp import web
 
 from services.exchange_sim import engine
-from services.exchange_sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET
+from services.exchange_sim.auth import DEFAULT_API_KEY, DEFAULT_API_SECRET, Clocks
 from services.exchange_sim.engine import Account, AlgoOrder, SimError, SymbolSpec
 from services.exchange_sim.faults import FaultPlan
 from services.exchange_sim.feed import MarketFeed
@@ -32,6 +33,12 @@ class Simulator:
     faults: FaultPlan = field(default_factory=FaultPlan)
     state_file: Path | None = None
     triggered: list[AlgoOrder] = field(default_factory=list)
+    _clock_seen: int = field(default=0, init=False, repr=False)
+    # the host time (ms) at which the market clock last changed
+    _clock_moved_at: int = field(default=0, init=False, repr=False)
+
+    def __post_init__(self) -> None:
+        self._clock_seen, self._clock_moved_at = self.feed.now_ms(), wall_ms()
 
     @classmethod
     def create(
@@ -64,6 +71,22 @@ class Simulator:
         """Return the exchange clock (the market's simulated time)."""
         return self.feed.now_ms()
 
+    def clocks(self, host_ms: int | None = None) -> Clocks:
+        """Return the clocks a signed request is judged against (see ``auth``).
+
+        The market clock is dated when it moves (``step``, ``advance_to``); a move made
+        past them (the feed stepped directly) is dated when first seen here.
+        """
+        host = wall_ms() if host_ms is None else host_ms
+        self._note_clock(host)
+        return Clocks(host, self._clock_seen, self._clock_moved_at)
+
+    def _note_clock(self, host_ms: int) -> None:
+        """Record the host time at which the market clock reading changed."""
+        now = self.feed.now_ms()
+        if now != self._clock_seen:
+            self._clock_seen, self._clock_moved_at = now, host_ms
+
     def spec(self, symbol: str | None) -> SymbolSpec:
         """Return a symbol's rules; unknown or missing symbols are -1121 as on Binance."""
         if symbol is None or symbol not in self.specs:
@@ -79,11 +102,14 @@ class Simulator:
         played: list[tuple[str, float]] = []
         for _ in range(n):
             played.extend(self._play(self.feed.step()))
+        self._note_clock(wall_ms())
         return played
 
     def advance_to(self, ms: int) -> list[tuple[str, float]]:
         """Move the market clock to ms, playing (and triggering on) every event on the way."""
-        return self._play(self.feed.advance_to(ms))
+        events = self._play(self.feed.advance_to(ms))
+        self._note_clock(wall_ms())
+        return events
 
     def _play(self, events: list[tuple[str, float]]) -> list[tuple[str, float]]:
         """Run the stops against each event in order; persist if any fired."""
@@ -112,6 +138,11 @@ class Simulator:
         specs = {s: asdict(spec) for s, spec in self.specs.items()}
         tmp.write_text(json.dumps({"account": self.account.to_dict(), "specs": specs}))
         os.replace(tmp, self.state_file)
+
+
+def wall_ms() -> int:
+    """Return the host's wall clock in ms."""
+    return int(time.time() * 1000)
 
 
 SIM_KEY: web.AppKey[Simulator] = web.AppKey("sim", Simulator)

@@ -1,23 +1,56 @@
 """Seeded, counted fault injection: which fault (if any) hits the next request.
 
-Kinds: ``http5xx`` (500/502/503/504, plain-text body), ``http429`` and ``http418`` (Binance's
--1003 body), ``timeout`` (held past the client's timeout, then the connection is closed,
-nothing executed), ``reset`` (connection closed before executing), ``drop`` (the request is
-executed, then the connection is closed before the answer: the outcome-unknown case).
+Transport faults (``rates``, every ``/fapi`` request): ``http5xx`` (500/502/503/504,
+plain-text body), ``http429`` and ``http418`` (Binance's -1003 body), ``timeout`` (held past
+the client's timeout, then the connection is closed, nothing executed), ``reset``
+(connection closed before executing), ``drop`` (the request is executed, then the
+connection is closed before the answer: the outcome-unknown case).
+
+Garbage (``garbage``, market data answers only: time, exchangeInfo, klines, tickers,
+premiumIndex): the answer is served corrupted, see ``services.exchange_sim.garbage``.
 """
 
 from __future__ import annotations
 
+import math
 import random
 from collections import Counter
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 KINDS = ("http5xx", "http429", "http418", "timeout", "reset", "drop")
+GARBAGE_KINDS = (
+    "nan_price",
+    "zero_price",
+    "negative_price",
+    "high_below_low",
+    "duplicate",
+    "out_of_order",
+    "missing",
+    "html_200",
+    "html_5xx",
+)
 
 
 class FaultConfigError(ValueError):
-    """A fault setting is invalid (unknown kind, negative rate, rates summing past 1)."""
+    """A fault setting is invalid (unknown kind, rate not a number >= 0, rates summing past 1)."""
+
+
+def checked_rates(rates: Mapping[str, Any], known: Sequence[str], what: str) -> dict[str, float]:
+    """Return valid rates (known kinds, finite numbers >= 0, sum <= 1) or raise FaultConfigError."""
+    if not isinstance(rates, Mapping):
+        raise FaultConfigError(f"{what} must be an object of kind: rate")
+    unknown = set(rates) - set(known)
+    if unknown:
+        raise FaultConfigError(f"unknown {what} kinds {sorted(unknown)}; known: {tuple(known)}")
+    for kind, rate in rates.items():
+        number = isinstance(rate, int | float) and not isinstance(rate, bool)
+        if not number or not math.isfinite(rate) or rate < 0:
+            raise FaultConfigError(f"{what} rate of {kind} must be a number >= 0, not {rate!r}")
+    if sum(rates.values()) > 1 + 1e-9:
+        raise FaultConfigError(f"{what} rates must sum to at most 1")
+    return {k: float(v) for k, v in rates.items() if v > 0}
 
 
 @dataclass
@@ -29,20 +62,26 @@ class FaultPlan:
     timeout_hold_s: float = 2.0
     paths: tuple[str, ...] = ("/fapi/",)
     seed: int = 0
+    garbage: dict[str, float] = field(default_factory=dict)
     counts: Counter[str] = field(default_factory=Counter)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
-        self.configure(self.rates, self.seed)
+        self.configure(self.rates, self.seed, self.garbage)
 
-    def configure(self, rates: dict[str, float], seed: int | None = None) -> None:
-        """Validate and set the rates; reseed when a seed is given."""
-        unknown = set(rates) - set(KINDS)
-        if unknown:
-            raise FaultConfigError(f"unknown fault kinds {sorted(unknown)}; known: {KINDS}")
-        if any(r < 0 for r in rates.values()) or sum(rates.values()) > 1 + 1e-9:
-            raise FaultConfigError("fault rates must be >= 0 and sum to at most 1")
-        self.rates = {k: float(v) for k, v in rates.items() if v > 0}
+    def configure(
+        self,
+        rates: Mapping[str, Any],
+        seed: int | None = None,
+        garbage: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Validate and set the rates (and garbage rates, when given); reseed when a seed is
+        given. Nothing changes when any of it is invalid."""
+        new_rates = checked_rates(rates, KINDS, "fault")
+        new_garbage = None if garbage is None else checked_rates(garbage, GARBAGE_KINDS, "garbage")
+        self.rates = new_rates
+        if new_garbage is not None:
+            self.garbage = new_garbage
         if seed is not None:
             self.seed = seed
             self._rng = random.Random(seed)
@@ -54,10 +93,24 @@ class FaultPlan:
     def draw(self) -> str | None:
         """Return the fault for the next request (or None), and count it."""
         self.counts["requests"] += 1
+        return self._pick(self.rates, KINDS)
+
+    def draw_garbage(self, applicable: Sequence[str]) -> str | None:
+        """Return the corruption of the next market data answer (or None), and count it.
+
+        Only ``applicable`` kinds can be drawn (candle kinds apply to klines only).
+        """
+        if not self.garbage:
+            return None
+        self.counts["market_answers"] += 1
+        return self._pick({k: v for k, v in self.garbage.items() if k in applicable}, GARBAGE_KINDS)
+
+    def _pick(self, rates: Mapping[str, float], order: Sequence[str]) -> str | None:
+        """Draw one kind by its rate (or None) and count it."""
         r = self._rng.random()
         acc = 0.0
-        for kind in KINDS:
-            acc += self.rates.get(kind, 0.0)
+        for kind in order:
+            acc += rates.get(kind, 0.0)
             if r < acc:
                 self.counts[kind] += 1
                 return kind
@@ -71,6 +124,7 @@ class FaultPlan:
         """Return the settings and counters as JSON-able data."""
         return {
             "rates": dict(self.rates),
+            "garbage": dict(self.garbage),
             "latency_ms": self.latency_ms,
             "timeout_hold_s": self.timeout_hold_s,
             "paths": list(self.paths),
@@ -79,8 +133,9 @@ class FaultPlan:
         }
 
 
-def parse_rates(spec: str) -> dict[str, float]:
-    """Parse ``kind=rate,...`` (e.g. ``http5xx=0.05,drop=0.02``); ``all=R`` splits R evenly."""
+def parse_rates(spec: str, kinds: Sequence[str] = KINDS) -> dict[str, float]:
+    """Parse ``kind=rate,...`` (e.g. ``http5xx=0.05,drop=0.02``); ``all=R`` splits R evenly
+    among ``kinds``."""
     rates: dict[str, float] = {}
     for item in filter(None, (s.strip() for s in spec.split(","))):
         kind, _, value = item.partition("=")
@@ -89,7 +144,7 @@ def parse_rates(spec: str) -> dict[str, float]:
         except ValueError:
             raise FaultConfigError(f"bad fault rate {item!r}; expected kind=number") from None
         if kind == "all":
-            rates.update(dict.fromkeys(KINDS, rate / len(KINDS)))
+            rates.update(dict.fromkeys(kinds, rate / len(kinds)))
         else:
             rates[kind] = rate
     return rates

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import re
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -13,10 +12,20 @@ from services.exchange_sim import engine, payloads
 from services.exchange_sim.auth import verify
 from services.exchange_sim.core import Simulator, sim_of
 from services.exchange_sim.engine import AlgoOrder, Order, SimError
+from services.exchange_sim.params import (
+    INTEGER,
+    Params,
+    boolean,
+    decimal,
+    integer,
+    invalid,
+    mandatory,
+    need,
+)
 
-Params = dict[str, str]
 SignedHandler = Callable[[Simulator, Params], Any]
 T = TypeVar("T")
+WORKING_TYPES = ("CONTRACT_PRICE", "MARK_PRICE")
 CLIENT_ID = re.compile(r"^[.A-Z:/a-z0-9_-]{1,36}$")
 
 
@@ -25,14 +34,15 @@ def signed(fn: SignedHandler, mutates: bool = False) -> Callable[[web.Request], 
 
     async def handler(request: web.Request) -> web.Response:
         sim = sim_of(request)
-        body = await request.text() if request.can_read_body else ""
+        body = await request.read() if request.can_read_body else b""
         params = verify(
             request.headers.get("X-MBX-APIKEY"),
             request.rel_url.raw_query_string,
             body,
+            request.charset,
             sim.api_key,
             sim.api_secret,
-            (sim.now_ms(), int(time.time() * 1000)),
+            sim.clocks(),
         )
         result = fn(sim, params)
         if mutates:
@@ -40,40 +50,6 @@ def signed(fn: SignedHandler, mutates: bool = False) -> Callable[[web.Request], 
         return web.json_response(result)
 
     return handler
-
-
-def need(params: Params, name: str) -> str:
-    """Return a mandatory parameter; a missing one is -1102."""
-    value = params.get(name)
-    if not value:
-        raise SimError(
-            -1102, f"Mandatory parameter '{name}' was not sent, was empty/null, or malformed."
-        )
-    return value
-
-
-def num(params: Params, name: str, default: float | None = None) -> float:
-    """Return a decimal parameter (mandatory when no default)."""
-    raw = params.get(name)
-    if raw is None or raw == "":
-        if default is None:
-            need(params, name)
-        return float(default or 0.0)
-    try:
-        return float(raw)
-    except ValueError:
-        raise SimError(-1100, f"Illegal characters found in parameter '{name}'.") from None
-
-
-def opt_int(params: Params, name: str) -> int | None:
-    """Return an optional integer parameter."""
-    raw = params.get(name)
-    return None if raw in (None, "") else int(num(params, name))
-
-
-def flag(params: Params, name: str) -> bool:
-    """Return a boolean parameter sent as 'true'/'false'."""
-    return params.get(name, "false").lower() == "true"
 
 
 def side_of(params: Params) -> str:
@@ -102,9 +78,9 @@ def window(
     max_limit: int = 1000,
 ) -> list[T]:
     """Select history as Binance does: by id or time range, oldest first, at most ``limit``."""
-    limit = min(opt_int(params, "limit") or default_limit, max_limit)
-    start, end = opt_int(params, "startTime"), opt_int(params, "endTime")
-    from_id = opt_int(params, id_param)
+    limit = min(integer(params, "limit") or default_limit, max_limit)
+    start, end = integer(params, "startTime"), integer(params, "endTime")
+    from_id = integer(params, id_param)
     rows = sorted(items, key=id_of)
     if from_id is not None:
         return [r for r in rows if id_of(r) >= from_id][:limit]
@@ -118,8 +94,8 @@ def window(
 
 def find_order(sim: Simulator, p: Params) -> Order:
     """Return the order named by orderId or origClientOrderId (the latest with that id)."""
-    symbol = sim.spec(p.get("symbol")).symbol
-    order_id, cid = opt_int(p, "orderId"), p.get("origClientOrderId")
+    symbol = sim.spec(need(p, "symbol")).symbol
+    order_id, cid = integer(p, "orderId"), p.get("origClientOrderId")
     if order_id is None and not cid:
         raise SimError(-1102, "Either orderId or origClientOrderId must be sent.")
     matches = [
@@ -135,7 +111,7 @@ def find_order(sim: Simulator, p: Params) -> Order:
 
 def find_algo(sim: Simulator, p: Params) -> AlgoOrder:
     """Return the algo order named by algoId or clientAlgoId (the latest with that id)."""
-    algo_id, cid = opt_int(p, "algoId"), p.get("clientAlgoId")
+    algo_id, cid = integer(p, "algoId"), p.get("clientAlgoId")
     if algo_id is None and not cid:
         raise SimError(-1102, "Either algoId or clientAlgoId must be sent.")
     matches = [
@@ -150,7 +126,7 @@ def find_algo(sim: Simulator, p: Params) -> AlgoOrder:
 
 def post_order(sim: Simulator, p: Params) -> Any:
     """POST /fapi/v1/order: market orders only; conditional types belong to the algo endpoint."""
-    spec = sim.spec(p.get("symbol"))
+    spec = sim.spec(need(p, "symbol"))
     side, otype = side_of(p), need(p, "type")
     if otype in (
         "STOP_MARKET",
@@ -169,16 +145,17 @@ def post_order(sim: Simulator, p: Params) -> Any:
     if p.get("positionSide", "BOTH") != "BOTH":
         raise SimError(-4061, "Order's position side does not match user's setting.")
     cid = client_id(p, "newClientOrderId", sim)
+    quantity, reduce_only = decimal(p, "quantity"), boolean(p, "reduceOnly")
     order = engine.fill_market(
         sim.account,
         spec,
         side,
-        num(p, "quantity"),
+        quantity,
         sim.feed.price(spec.symbol),
         sim.prices(),
         sim.now_ms(),
         cid,
-        reduce_only=flag(p, "reduceOnly"),
+        reduce_only=reduce_only,
     )
     return payloads.order(order, spec)
 
@@ -222,23 +199,30 @@ def post_algo(sim: Simulator, p: Params) -> Any:
     """POST /fapi/v1/algoOrder: a CONDITIONAL STOP_MARKET order."""
     if need(p, "algoType") != "CONDITIONAL":
         raise SimError(-1116, "Invalid algoType.")
-    spec = sim.spec(p.get("symbol"))
+    spec = sim.spec(need(p, "symbol"))
     side, otype = side_of(p), need(p, "type")
     if otype != "STOP_MARKET":
         raise SimError(-1116, "Invalid orderType.")
-    close = flag(p, "closePosition")
+    close, reduce_only = boolean(p, "closePosition"), boolean(p, "reduceOnly")
+    quantity = 0.0 if close else decimal(p, "quantity")
+    trigger = decimal(p, "triggerPrice")
+    if trigger <= 0:
+        raise SimError(-4006, "Stop price less than zero.")
+    working_type = p.get("workingType", "CONTRACT_PRICE")
+    if working_type not in WORKING_TYPES:
+        raise invalid("workingType")
     algo = engine.place_stop(
         sim.account,
         spec,
         side,
-        0.0 if close else num(p, "quantity"),
-        num(p, "triggerPrice"),
+        quantity,
+        trigger,
         sim.feed.price(spec.symbol),
         sim.now_ms(),
         client_id(p, "clientAlgoId", sim),
-        flag(p, "reduceOnly"),
+        reduce_only,
         close,
-        p.get("workingType", "CONTRACT_PRICE"),
+        working_type,
     )
     return payloads.algo_order(algo, spec)
 
@@ -302,16 +286,19 @@ def leverage_bracket(sim: Simulator, p: Params) -> Any:
 
 
 def post_leverage(sim: Simulator, p: Params) -> Any:
-    """POST /fapi/v1/leverage."""
-    spec = sim.spec(p.get("symbol"))
-    leverage = int(num(p, "leverage"))
+    """POST /fapi/v1/leverage: an integer; out of 1..125 is -4028 (in the engine)."""
+    spec = sim.spec(need(p, "symbol"))
+    raw = need(p, "leverage")
+    if not INTEGER.match(raw):
+        raise mandatory("leverage")  # Binance answers a fractional leverage so
+    leverage = int(raw)
     engine.set_leverage(sim.account, spec.symbol, leverage, sim.feed.price(spec.symbol))
     return payloads.leverage_answer(spec.symbol, leverage)
 
 
 def post_margin_type(sim: Simulator, p: Params) -> Any:
     """POST /fapi/v1/marginType."""
-    spec = sim.spec(p.get("symbol"))
+    spec = sim.spec(need(p, "symbol"))
     engine.set_margin_type(sim.account, spec.symbol, need(p, "marginType").upper())
     return {"code": 200, "msg": "success"}
 
