@@ -64,6 +64,13 @@ OPEN_FRACTIONS = (
 HALF_OPEN_FRACTIONS = ("slippage",)
 
 
+def _is_ccxt_id(name: str) -> bool:
+    """Return whether ccxt knows an exchange by this id (imported only for a real exchange)."""
+    import ccxt
+
+    return name in ccxt.exchanges
+
+
 class ConfigError(ValueError):
     """A setting is invalid; the message names the setting, the bad value and the rule."""
 
@@ -114,6 +121,7 @@ class Settings(BaseSettings):
         extra="ignore",
         frozen=True,
         validate_default=True,
+        allow_inf_nan=False,  # TB_SCAN_INTERVAL=inf or nan would pass every "> 0" rule
     )
 
     # --- strategy (docs/strategy.md, same names and defaults) ---
@@ -255,6 +263,11 @@ class Settings(BaseSettings):
                 raise ValueError(
                     f"{env_name(name)}={getattr(self, name)} must be a port in {low}..65535"
                 )
+        if self.exchange != "sim" and not _is_ccxt_id(self.exchange):
+            raise ValueError(
+                f"{env_name('exchange')}={self.exchange!r} is neither 'sim' nor a ccxt exchange "
+                "id (e.g. binanceusdm)"
+            )
         has_keys = all(
             k is not None and k.get_secret_value() for k in (self.api_key, self.api_secret)
         )
