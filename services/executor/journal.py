@@ -21,6 +21,14 @@ from shared.schemas import EntrySignal, Message, OrderIntent, decode, encode
 
 DAY_S = 86_400
 RECORD_TTL_S = 7 * DAY_S  # settled-signal records outlive any redelivery or replay
+# Drop the decided entries of a close (ARGV[2..]); drop the close (ARGV[1]) only when none
+# is left, in one step, so an entry queued meanwhile is not deleted unseen.
+_FINISH_BATCH = """
+for i = 2, #ARGV do redis.call('HDEL', KEYS[1], ARGV[i]) end
+if redis.call('EXISTS', KEYS[1]) == 1 then return 0 end
+redis.call('ZREM', KEYS[2], ARGV[1])
+return 1
+"""
 
 
 class Journal:
@@ -139,12 +147,17 @@ class Journal:
         raw: Any = await self.redis.hvals(keys.entry_batch_key(close_ms))
         return [decode(r, EntrySignal) for r in raw]
 
-    async def finish_batch(self, close_ms: int) -> None:
-        """Forget a close whose entries were all settled."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.delete(keys.entry_batch_key(close_ms))
-        pipe.zrem(keys.ENTRY_BATCHES, str(close_ms))
-        await pipe.execute()
+    async def finish_batch(self, close_ms: int, signal_ids: list[str]) -> bool:
+        """Forget the decided entries of a close, and the close once none is left.
+
+        An entry queued while the close was being decided (a late or redelivered signal)
+        stays, so the next round decides it; return whether the close is gone.
+        """
+        key = keys.entry_batch_key(close_ms)
+        done: Any = await self.redis.eval(
+            _FINISH_BATCH, 2, key, keys.ENTRY_BATCHES, str(close_ms), *signal_ids
+        )
+        return bool(done)
 
     async def evaluations(self, close_ms: int) -> tuple[int | None, int]:
         """Return (candles market_data published for the close, candles evaluated so far)."""

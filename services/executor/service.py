@@ -197,7 +197,7 @@ class Executor:
         now = await self.client.server_time()
         for signal in signals:
             await self.enter(signal, now)
-        await self.journal.finish_batch(close_ms)
+        await self.journal.finish_batch(close_ms, [s.id for s in signals])
 
     async def entry_context(self, symbol: str, now: int) -> EntryContext:
         """Read what the risk checks need: halt, slots, universe, market, equity."""
