@@ -94,7 +94,7 @@ async def garbage_middleware(request: web.Request, handler: Handler) -> web.Stre
     """Serve a market data answer corrupted by the drawn garbage kind (see ``garbage``)."""
     sim = sim_of(request)
     applicable = garbage.applicable(request.method, request.path)
-    kind = sim.faults.draw_garbage(applicable) if applicable else None
+    kind = sim.faults.draw_garbage(applicable, request.path) if applicable else None
     if kind == "html_200":
         return web.Response(status=200, text=garbage.HTML_PAGE, content_type="text/html")
     if kind == "html_5xx":
@@ -278,8 +278,8 @@ async def control_path(request: web.Request) -> web.Response:
 
 
 async def control_faults(request: web.Request) -> web.Response:
-    """GET or POST /_sim/faults: read, or set {"rates", "garbage", "seed", "latency_ms",
-    "timeout_hold_s", "reset_counts"}; nothing changes when any of it is invalid."""
+    """GET or POST /_sim/faults: read, or set {"rates", "garbage", "garbage_paths", "seed",
+    "latency_ms", "timeout_hold_s", "reset_counts"}; nothing changes when any is invalid."""
     plan = sim_of(request).faults
     if request.method == "POST":
         body = await json_body(request)
@@ -289,9 +289,16 @@ async def control_faults(request: web.Request) -> web.Response:
         latency_ms = whole(body, "latency_ms", plan.latency_ms, 0, 600_000)
         hold = number(body, "timeout_hold_s", plan.timeout_hold_s)
         try:
-            plan.configure(body.get("rates", plan.rates), seed, body.get("garbage"))
+            plan.configure(
+                body.get("rates", plan.rates),
+                seed,
+                body.get("garbage"),
+                body.get("garbage_paths"),
+            )
         except FaultConfigError as e:
-            name = "garbage" if "garbage" in str(e) else "rates"
+            name = next((n for n in ("garbage paths", "garbage") if n in str(e)), "rates").replace(
+                " ", "_"
+            )
             raise SimError(-1130, f"Data sent for parameter '{name}' is not valid: {e}") from None
         plan.latency_ms, plan.timeout_hold_s = latency_ms, hold
         if body.get("reset_counts"):

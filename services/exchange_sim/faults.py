@@ -7,7 +7,8 @@ the client's timeout, then the connection is closed, nothing executed), ``reset`
 connection is closed before the answer: the outcome-unknown case).
 
 Garbage (``garbage``, market data answers only: time, exchangeInfo, klines, tickers,
-premiumIndex): the answer is served corrupted, see ``services.exchange_sim.garbage``.
+premiumIndex; or only the ``garbage_paths`` given): the answer is served corrupted, see
+``services.exchange_sim.garbage``.
 """
 
 from __future__ import annotations
@@ -63,6 +64,7 @@ class FaultPlan:
     paths: tuple[str, ...] = ("/fapi/",)
     seed: int = 0
     garbage: dict[str, float] = field(default_factory=dict)
+    garbage_paths: tuple[str, ...] = ()  # empty: every market data path
     counts: Counter[str] = field(default_factory=Counter)
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
@@ -74,14 +76,22 @@ class FaultPlan:
         rates: Mapping[str, Any],
         seed: int | None = None,
         garbage: Mapping[str, Any] | None = None,
+        garbage_paths: Sequence[Any] | None = None,
     ) -> None:
-        """Validate and set the rates (and garbage rates, when given); reseed when a seed is
-        given. Nothing changes when any of it is invalid."""
+        """Validate and set the rates (and garbage rates and paths, when given); reseed when a
+        seed is given. Nothing changes when any of it is invalid."""
         new_rates = checked_rates(rates, KINDS, "fault")
         new_garbage = None if garbage is None else checked_rates(garbage, GARBAGE_KINDS, "garbage")
+        if garbage_paths is not None and (
+            isinstance(garbage_paths, str)
+            or not all(isinstance(p, str) and p.startswith("/") for p in garbage_paths)
+        ):
+            raise FaultConfigError("garbage paths must be a list of paths like /fapi/v1/klines")
         self.rates = new_rates
         if new_garbage is not None:
             self.garbage = new_garbage
+        if garbage_paths is not None:
+            self.garbage_paths = tuple(garbage_paths)
         if seed is not None:
             self.seed = seed
             self._rng = random.Random(seed)
@@ -95,12 +105,13 @@ class FaultPlan:
         self.counts["requests"] += 1
         return self._pick(self.rates, KINDS)
 
-    def draw_garbage(self, applicable: Sequence[str]) -> str | None:
+    def draw_garbage(self, applicable: Sequence[str], path: str = "") -> str | None:
         """Return the corruption of the next market data answer (or None), and count it.
 
-        Only ``applicable`` kinds can be drawn (candle kinds apply to klines only).
+        Only ``applicable`` kinds can be drawn (candle kinds apply to klines only), and only
+        on ``garbage_paths`` when some are set.
         """
-        if not self.garbage:
+        if not self.garbage or (self.garbage_paths and path not in self.garbage_paths):
             return None
         self.counts["market_answers"] += 1
         return self._pick({k: v for k, v in self.garbage.items() if k in applicable}, GARBAGE_KINDS)
@@ -125,6 +136,7 @@ class FaultPlan:
         return {
             "rates": dict(self.rates),
             "garbage": dict(self.garbage),
+            "garbage_paths": list(self.garbage_paths),
             "latency_ms": self.latency_ms,
             "timeout_hold_s": self.timeout_hold_s,
             "paths": list(self.paths),

@@ -253,6 +253,8 @@ CASES: list[Case] = [
     control("/_sim/faults", b'{"timeout_hold_s": "x"}'),
     control("/_sim/faults", b'{"seed": "x"}'),
     control("/_sim/faults", b'{"garbage": {"html_200": 2}}'),
+    control("/_sim/faults", b'{"garbage_paths": "/fapi/v1/klines"}'),
+    control("/_sim/faults", b'{"garbage_paths": [1]}'),
 ]  # fmt: skip
 
 
