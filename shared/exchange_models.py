@@ -7,6 +7,7 @@ quantities are in base units (contracts of size 1 on Binance USD-M).
 from __future__ import annotations
 
 import hashlib
+import math
 import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -176,9 +177,20 @@ def parse_market(m: Mapping[str, Any]) -> MarketInfo:
     )
 
 
+def _fnan(value: Any) -> float:
+    """Return value as a float, NaN when absent or empty (so a check refuses it)."""
+    out = _f(value)
+    return math.nan if out is None else out
+
+
 def parse_ohlcv(row: Sequence[Any]) -> OHLCV:
-    """Build an OHLCV from ccxt's ``[ms, o, h, l, c, v]`` row."""
-    return OHLCV(int(row[0]), _f0(row[1]), _f0(row[2]), _f0(row[3]), _f0(row[4]), _f0(row[5]))
+    """Build an OHLCV from ccxt's ``[ms, o, h, l, c, v]`` row.
+
+    A value the exchange left out or ccxt could not read (None) becomes NaN, never 0: the
+    candle is then refused by validation instead of passing as a zero-volume candle.
+    """
+    values = [_fnan(v) for v in row[1:6]]
+    return OHLCV(int(row[0]), *values)
 
 
 def closed_candles(rows: Sequence[OHLCV], timeframe_ms: int, now_ms: int) -> list[OHLCV]:
@@ -187,11 +199,18 @@ def closed_candles(rows: Sequence[OHLCV], timeframe_ms: int, now_ms: int) -> lis
 
 
 def parse_ticker(t: Mapping[str, Any]) -> Ticker:
-    """Build a Ticker from a ccxt ticker."""
+    """Build a Ticker from a ccxt ticker.
+
+    The last price is the exchange's own ``lastPrice`` when its answer has one (Binance):
+    ccxt rebuilds a zero last price from the open price and the 24 h change percentage,
+    a plausible but approximate price; the raw value lets the caller refuse it instead.
+    """
     ts = t.get("timestamp")
+    info = t.get("info")
+    raw_last = info.get("lastPrice") if isinstance(info, Mapping) else None
     return Ticker(
         symbol=str(t["symbol"]),
-        last=_f(t.get("last")),
+        last=_f(raw_last) if raw_last is not None else _f(t.get("last")),
         quote_volume=_f(t.get("quoteVolume")),
         timestamp=int(ts) if ts is not None else None,
     )

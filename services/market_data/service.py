@@ -11,6 +11,12 @@ universe symbol and closed candle on ``tb:md.candles``, each symbol's recent win
 published candle (``tb:md:last_candle``), how many candles each close time got
 (``tb:close:{C}:expected``) and finally ``tb:md:clock``, the exchange time caught up to.
 
+What the exchange answers is checked before anything is published (the rules are in
+``services.market_data.candles`` and docs/exchange.md, "Garbage from the exchange"): an
+answer that cannot be read, a candle or price with invalid values, duplicated, out-of-order
+or missing candles are refused or repaired, logged in one line and counted in
+``tradebot_md_bad_data_total{call, kind}``; nothing invalid reaches the streams.
+
 After a crash: one scan's candle writes (windows, last-candle records, stream entries,
 expected counts) are one MULTI/EXEC, so a close is published entirely or not at all. A
 restart resumes from ``tb:md:last_candle``: each closed candle is published exactly once,
@@ -25,25 +31,25 @@ import asyncio
 import contextlib
 import logging
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
-from typing import Any, Protocol
+from typing import Any, Protocol, TypeVar
 
 import redis.asyncio as aioredis
-from pydantic import ValidationError
 from redis.exceptions import RedisError
 
 from services.market_data.candles import (
+    HOLE_PATIENCE,
+    Plan,
     expected_counts,
     fetch_count,
     fmt_ms,
-    gaps_before,
     last_close_ms,
-    new_rows,
+    plan_candles,
     publish_order,
-    to_candle,
 )
 from services.market_data.health import Health
+from services.market_data.metrics import BAD_DATA
 from services.market_data.rotation import (
     choose_universe,
     describe_universe,
@@ -72,12 +78,20 @@ from shared.schemas import Candle, PriceTick, SchemaError, encode
 from shared.service import ServiceContext
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 FETCH_CONCURRENCY = 4  # symbols whose candles are fetched at once
 EXPECTED_TTL_S = 86_400  # life of a close's expected-count key
 REDIS_GIVE_UP_S = 60.0  # scans failing on Redis this long end the service (it is restarted)
 # A symbol that cannot be fetched: retries ran out, or the exchange refuses the symbol.
 SYMBOL_ERRORS = (TemporaryError, OrderRejected)
+# What ccxt or the client raise when an answer has the wrong shape (an HTML page, a string
+# where a list belongs, None where a number belongs): the answer could not be read.
+UNREADABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
+
+
+class UnreadableAnswer(TemporaryError):
+    """The exchange answered something that could not be read (HTML, wrong shape)."""
 
 
 class MarketClient(Protocol):
@@ -102,10 +116,9 @@ class Record:
 
 @dataclass
 class SymbolCandles:
-    """One symbol's outcome at a close: the window rows to store and the candles to publish."""
+    """One symbol's outcome at a close: the window candles to store and those to publish."""
 
     symbol: str
-    rows: list[OHLCV]
     window: list[Candle]
     publish: list[Candle]
 
@@ -131,6 +144,17 @@ class MarketData:
         self.health = Health()
         self._loaded = False
         self._unknown: set[str] = set()  # position symbols not listed, already warned about
+        self._waits: dict[str, tuple[int, int]] = {}  # symbol: (candle waited for, closes)
+
+    async def _ask(self, call: str, request: Awaitable[T]) -> T:
+        """Await an exchange call; an answer that could not be read is an UnreadableAnswer."""
+        try:
+            return await request
+        except UNREADABLE as e:
+            BAD_DATA.labels(call, "unreadable").inc()
+            raise UnreadableAnswer(
+                f"{call}: the exchange's answer could not be read ({error_text(e)})", call
+            ) from e
 
     # --- the scan ----------------------------------------------------------------------
 
@@ -143,7 +167,7 @@ class MarketData:
         if not self._loaded:
             await self._load_universe()
         try:
-            now = await self.client.server_time()
+            now = await self._ask("server_time", self.client.server_time())
         except TemporaryError as e:
             log.warning("Scan: exchange clock not read (%s); trying again next scan", e)
             return False
@@ -181,13 +205,24 @@ class MarketData:
     async def rotate(self, close: int) -> bool:
         """Choose the TOP_N symbols by 24 h quote volume at ``close``; return whether it did."""
         try:
-            markets = await self.client.markets(reload=True)
-            volumes = await self.client.quote_volumes()
+            markets = await self._ask("markets", self.client.markets(reload=True))
+            volumes = await self._ask("quote_volumes", self.client.quote_volumes())
         except TemporaryError as e:
             log.warning("Universe: rotation at %s failed (%s); trying again", fmt_ms(close), e)
             return False
         listed = {s: v for s, v in volumes.items() if s in markets}
+        bad = sorted(s for s, v in listed.items() if not (math.isfinite(v) and v >= 0))
+        if bad:
+            BAD_DATA.labels("quote_volumes", "bad_value").inc(len(bad))
+            log.warning(
+                "Universe: 24 h volume of %d symbols refused (%s), not ranked",
+                len(bad),
+                ", ".join(f"{s} {listed[s]}" for s in bad[:5]),
+            )
+            listed = {s: v for s, v in listed.items() if s not in bad}
         if not listed:
+            if not markets:
+                BAD_DATA.labels("markets", "empty").inc()
             log.warning("Universe: no %s perpetuals listed; trying again", self.settings.quote)
             return False
         chosen = choose_universe(listed, self.settings.top_n, close)
@@ -219,21 +254,18 @@ class MarketData:
         if not wanted:
             return True
         try:
-            markets = await self.client.markets()
+            markets = await self._ask("markets", self.client.markets())
+            if not markets:  # an unreadable exchangeInfo leaves ccxt with no markets
+                BAD_DATA.labels("markets", "empty").inc()
+                log.warning("Ticks: the exchange lists no markets; trying again next scan")
+                return False
             symbols = [s for s in wanted if s in markets]
             self._warn_unlisted(set(wanted) - set(symbols))
-            tickers = await self.client.tickers(symbols) if symbols else {}
+            tickers = await self._ask("tickers", self.client.tickers(symbols)) if symbols else {}
         except SYMBOL_ERRORS as e:
             log.warning("Ticks: tickers not read (%s); trying again next scan", e)
             return False
-        ticks = [
-            PriceTick(symbol=s, price=t.last, ts=now)
-            for s in symbols
-            if (t := tickers.get(s)) is not None
-            and t.last is not None
-            and math.isfinite(t.last)
-            and t.last > 0
-        ]
+        ticks = self._checked_ticks(symbols, tickers, now)
         if not self.may_act():
             return False
         if ticks:
@@ -242,6 +274,34 @@ class MarketData:
             await self.redis.hset(keys.LAST_PRICES, mapping=prices)  # type: ignore[arg-type]
             TICKS_PUBLISHED.inc(len(ticks))
         return True
+
+    def _checked_ticks(
+        self, symbols: list[str], tickers: dict[str, Ticker], now: int
+    ) -> list[PriceTick]:
+        """Return a tick per symbol whose last price is a finite number > 0; log and count the
+        others (no tick for them this scan: the last one stands)."""
+        ticks: list[PriceTick] = []
+        refused: list[str] = []
+        missing: list[str] = []
+        for s in symbols:
+            t = tickers.get(s)
+            if t is None:
+                missing.append(s)
+            elif t.last is None or not math.isfinite(t.last) or t.last <= 0:
+                refused.append(f"{s} price {t.last}")
+            else:
+                ticks.append(PriceTick(symbol=s, price=t.last, ts=now))
+        if refused:
+            BAD_DATA.labels("tickers", "bad_value").inc(len(refused))
+        if missing:
+            BAD_DATA.labels("tickers", "missing").inc(len(missing))
+        if refused or missing:
+            log.warning(
+                "Ticks: no tick for %d symbols this scan (%s)",
+                len(refused) + len(missing),
+                ", ".join(refused + [f"{s} not in the answer" for s in missing]),
+            )
+        return ticks
 
     def _warn_unlisted(self, unlisted: set[str]) -> None:
         """Warn once about each open-position symbol the exchange does not list."""
@@ -315,12 +375,75 @@ class MarketData:
         if count > 0:
             try:
                 async with sem:
-                    rows = await self.client.ohlcv(symbol, count, now_ms=now)
+                    rows = await self._ask("ohlcv", self.client.ohlcv(symbol, count, now_ms=now))
             except SYMBOL_ERRORS as e:
                 self._symbol_failed(symbol, close, error_text(e))
                 return None
+        plan = plan_candles(
+            symbol,
+            self.settings.timeframe,
+            self.tf_ms,
+            rows,
+            record.last_open,
+            close,
+            count,
+            self._give_up(symbol),
+        )
+        if plan.problem is not None:
+            kind, why = plan.problem
+            BAD_DATA.labels("ohlcv", kind).inc()
+            self._symbol_failed(symbol, close, f"answer refused: {why}; nothing of it used")
+            return None
         self.health.succeeded(symbol)
-        return self._sort_out(symbol, rows, record.last_open)
+        self._report(symbol, plan, record.last_open)
+        return SymbolCandles(symbol, plan.window, plan.publish)
+
+    def _give_up(self, symbol: str) -> set[int]:
+        """Return the candle the symbol waited for HOLE_PATIENCE closes already, if any."""
+        waited = self._waits.get(symbol)
+        return {waited[0]} if waited is not None and waited[1] >= HOLE_PATIENCE else set()
+
+    def _report(self, symbol: str, plan: Plan, last_open: int | None) -> None:
+        """Count and log (in one line) what was wrong with a symbol's candles; track waits."""
+        if plan.waiting_for is None:
+            self._waits.pop(symbol, None)
+        else:
+            t, closes = self._waits.get(symbol, (plan.waiting_for, 0))
+            self._waits[symbol] = (plan.waiting_for, closes + 1 if t == plan.waiting_for else 1)
+        gaps = [(plan.gap.open_time, plan.gap.missing)] if plan.gap is not None else []
+        for t in plan.given_up:
+            log.warning("Candles: %s gave up waiting for the candle at %s", symbol, fmt_ms(t))
+            gaps.append((t + self.tf_ms, 1))
+        for before, missing in gaps:
+            CANDLE_GAPS.labels(symbol).inc()
+            log.warning("Candles: %s gap of %d candles before %s", symbol, missing, fmt_ms(before))
+        if last_open is not None and len(plan.publish) > 1:
+            log.info(
+                "Candles: %s refilled %d candles missed since %s",
+                symbol,
+                len(plan.publish) - 1,
+                fmt_ms(last_open + self.tf_ms),
+            )
+        parts: list[str] = []
+        if plan.refused:
+            t, why = plan.refused[0]
+            more = f" (and {len(plan.refused) - 1} more)" if len(plan.refused) > 1 else ""
+            parts.append(f"candle at {fmt_ms(t)} refused ({why}){more}, not published")
+            BAD_DATA.labels("ohlcv", "bad_value").inc(len(plan.refused))
+        if plan.duplicates:
+            parts.append(f"{plan.duplicates} duplicated candles dropped")
+            BAD_DATA.labels("ohlcv", "duplicate").inc(plan.duplicates)
+        if plan.missing:
+            parts.append(f"candle at {fmt_ms(plan.missing[0])} missing from the answer")
+            BAD_DATA.labels("ohlcv", "missing").inc(len(plan.missing))
+        if plan.waiting_for is not None:
+            parts.append(
+                f"publishing waits for the candle at {fmt_ms(plan.waiting_for)} "
+                f"(closes waited: {self._waits[symbol][1]} of {HOLE_PATIENCE})"
+            )
+        if plan.refused or plan.missing or plan.duplicates:
+            SYMBOL_FAILURES.labels(symbol).inc()
+            log.error("Candles: %s %s", symbol, "; ".join(parts))
 
     def _symbol_failed(self, symbol: str, close: int, why: str) -> None:
         """Log and count a symbol's failed close; skip it a while after too many in a row."""
@@ -335,48 +458,9 @@ class MarketData:
                 fmt_ms(h.skip_until),
             )
 
-    def _sort_out(self, symbol: str, rows: list[OHLCV], last_open: int | None) -> SymbolCandles:
-        """Validate the rows; pick the new ones to publish; log gaps, refills and bad candles."""
-        tf = self.settings.timeframe
-        fresh = new_rows(rows, last_open, self.tf_ms)
-        for gap in gaps_before(fresh, last_open, self.tf_ms):
-            CANDLE_GAPS.labels(symbol).inc()
-            log.warning(
-                "Candles: %s gap of %d candles before %s",
-                symbol,
-                gap.missing,
-                fmt_ms(gap.open_time),
-            )
-        if last_open is not None and len(fresh) > 1:
-            log.info(
-                "Candles: %s refilled %d candles missed since %s",
-                symbol,
-                len(fresh) - 1,
-                fmt_ms(last_open + self.tf_ms),
-            )
-        fresh_opens = {r.open_time for r in fresh}
-        window: list[Candle] = []
-        publish: list[Candle] = []
-        for r in rows:
-            try:
-                candle = to_candle(symbol, tf, r)
-            except ValueError as e:
-                SYMBOL_FAILURES.labels(symbol).inc()
-                log.error(
-                    "Candles: %s candle at %s refused (%s), not published",
-                    symbol,
-                    fmt_ms(r.open_time),
-                    _first_error(e),
-                )
-                continue
-            window.append(candle)
-            if r.open_time in fresh_opens:
-                publish.append(candle)
-        return SymbolCandles(symbol, rows, window, publish)
-
     async def _commit(self, fetched: list[SymbolCandles], published: list[Candle]) -> None:
         """Write windows, last-candle records, stream entries and expected counts atomically."""
-        if not published and not any(f.rows for f in fetched):
+        if not published and not any(f.window for f in fetched):
             return
         counts = expected_counts(published, self.tf_ms)
         closes = sorted(counts)
@@ -386,13 +470,14 @@ class MarketData:
         limit = self.settings.candle_limit
         pipe = self.redis.pipeline(transaction=True)
         for f in fetched:
-            if not f.rows:
+            if not f.window:
                 continue
             key = keys.candles_key(f.symbol, self.settings.timeframe)
-            # The fetched span is the exchange's truth: replace whatever the window held there.
-            pipe.zremrangebyscore(key, f.rows[0].open_time, f.rows[-1].open_time)
-            if f.window:
-                pipe.zadd(key, {encode(c): c.open_time for c in f.window})
+            # The exchange's candles replace the window's at their open times; a candle the
+            # answer lacked or that was refused keeps what the window held.
+            for run_start, run_end in _runs([c.open_time for c in f.window], self.tf_ms):
+                pipe.zremrangebyscore(key, run_start, run_end)
+            pipe.zadd(key, {encode(c): c.open_time for c in f.window})
             pipe.zremrangebyrank(key, 0, -(limit + 1))
         last = {f.symbol: max(c.open_time for c in f.publish) for f in fetched if f.publish}
         if last:
@@ -432,13 +517,15 @@ class MarketData:
                 await asyncio.wait_for(stop.wait(), wait)
 
 
-def _first_error(e: ValueError) -> str:
-    """Return what was wrong with a refused candle: its first failed rule and field."""
-    if isinstance(e, ValidationError):
-        first = e.errors(include_url=False)[0]
-        field = ".".join(str(p) for p in first["loc"])
-        return f"{field}: {first['msg']}" if field else str(first["msg"])
-    return str(e)
+def _runs(opens: Sequence[int], timeframe_ms: int) -> list[tuple[int, int]]:
+    """Return (first, last) of each run of consecutive open times (sorted input)."""
+    runs: list[tuple[int, int]] = []
+    for t in opens:
+        if runs and t - runs[-1][1] == timeframe_ms:
+            runs[-1] = (runs[-1][0], t)
+        else:
+            runs.append((t, t))
+    return runs
 
 
 async def run(ctx: ServiceContext) -> None:

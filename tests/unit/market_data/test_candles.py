@@ -1,4 +1,4 @@
-"""Pure candle rules: fetch counts, new candles, gaps, validation, expected counts."""
+"""Pure candle rules: fetch counts, which candles to trust, store and publish, expected counts."""
 
 from __future__ import annotations
 
@@ -8,16 +8,17 @@ import pytest
 
 from services.market_data.candles import (
     Gap,
+    Plan,
     expected_counts,
     fetch_count,
     fmt_ms,
-    gaps_before,
     last_close_ms,
-    new_rows,
+    plan_candles,
     publish_order,
     to_candle,
 )
-from shared.exchange_models import OHLCV
+from shared.exchange_models import OHLCV, parse_ohlcv
+from shared.schemas import Candle
 
 TF = 300_000
 T0 = 1_735_779_600_000  # 2025-01-02T01:00Z
@@ -56,19 +57,88 @@ def test_fetch_count(last_open: int | None, window_len: int, want: int) -> None:
     assert fetch_count(last_open, window_len, T0, TF, 10) == want
 
 
-def test_new_rows_after_the_record_and_only_the_newest_on_a_fresh_start() -> None:
-    fetched = rows(T0 - 3 * TF, T0 - 2 * TF, T0 - TF)
-    assert new_rows(fetched, None, TF) == fetched[-1:]
-    assert new_rows(fetched, T0 - 3 * TF, TF) == fetched[1:]
-    assert new_rows(fetched, T0 - TF, TF) == []
-    assert new_rows([], None, TF) == []
+def plan(
+    fetched: list[OHLCV], last_open: int | None, count: int = 10, give_up: set[int] | None = None
+) -> Plan:
+    """Plan BTC's candles fetched at close T0 (``count`` asked)."""
+    return plan_candles("BTC", "5m", TF, fetched, last_open, T0, count, give_up or set())
 
 
-def test_gaps_before_new_rows() -> None:
-    assert gaps_before(rows(T0 - 2 * TF, T0 - TF), T0 - 3 * TF, TF) == []
-    assert gaps_before(rows(T0 - TF), T0 - 4 * TF, TF) == [Gap(T0 - TF, 2)]
-    assert gaps_before(rows(T0 - 5 * TF, T0 - TF), None, TF) == [Gap(T0 - TF, 3)]
-    assert gaps_before(rows(T0 - TF), None, TF) == []
+def opens(candles: list[Candle]) -> list[int]:
+    return [c.open_time for c in candles]
+
+
+def test_a_fresh_start_publishes_only_the_newest_and_stores_all() -> None:
+    p = plan(rows(T0 - 3 * TF, T0 - 2 * TF, T0 - TF), None)
+    assert opens(p.publish) == [T0 - TF]
+    assert opens(p.window) == [T0 - 3 * TF, T0 - 2 * TF, T0 - TF]
+    assert (p.problem, p.waiting_for, p.missing, p.refused, p.gap) == (None, None, [], [], None)
+
+
+def test_new_candles_after_the_record_are_published_in_order() -> None:
+    fetched = rows(T0 - 4 * TF, T0 - 3 * TF, T0 - 2 * TF, T0 - TF)
+    assert opens(plan(fetched, T0 - 4 * TF, 4).publish) == [T0 - 3 * TF, T0 - 2 * TF, T0 - TF]
+    assert plan(fetched, T0 - TF, 0).publish == []
+
+
+def test_candles_beyond_the_fetch_are_a_gap() -> None:
+    p = plan(rows(T0 - 2 * TF, T0 - TF), T0 - 6 * TF, count=2)
+    assert p.gap == Gap(T0 - 2 * TF, 3)
+    assert opens(p.publish) == [T0 - 2 * TF, T0 - TF]
+
+
+def test_a_missing_candle_stops_publishing_until_it_comes() -> None:
+    p = plan(rows(T0 - 4 * TF, T0 - 2 * TF, T0 - TF), T0 - 4 * TF, count=4)
+    assert p.publish == []
+    assert (p.waiting_for, p.missing) == (T0 - 3 * TF, [T0 - 3 * TF])
+    assert opens(p.window) == [T0 - 4 * TF, T0 - 2 * TF, T0 - TF]  # stored all the same
+    again = plan(rows(T0 - 4 * TF, T0 - 3 * TF, T0 - 2 * TF, T0 - TF), T0 - 4 * TF, count=4)
+    assert opens(again.publish) == [T0 - 3 * TF, T0 - 2 * TF, T0 - TF]
+    given_up = plan(rows(T0 - 4 * TF, T0 - 2 * TF, T0 - TF), T0 - 4 * TF, 4, {T0 - 3 * TF})
+    assert opens(given_up.publish) == [T0 - 2 * TF, T0 - TF]
+    assert given_up.given_up == [T0 - 3 * TF]
+
+
+def test_a_missing_newest_candle_is_waited_for() -> None:
+    p = plan(rows(T0 - 3 * TF, T0 - 2 * TF), T0 - 3 * TF, count=3)
+    assert opens(p.publish) == [T0 - 2 * TF]
+    assert (p.waiting_for, p.missing) == (T0 - TF, [T0 - TF])
+
+
+def test_a_refused_candle_is_not_stored_and_publishing_waits_for_it() -> None:
+    bad = OHLCV(T0 - 2 * TF, 100.0, 99.0, 101.0, 100.0, 5.0)  # high below low
+    p = plan([row(T0 - 3 * TF), bad, row(T0 - TF)], T0 - 3 * TF, count=3)
+    assert p.publish == []
+    assert p.waiting_for == T0 - 2 * TF
+    assert p.missing == []
+    assert [t for t, _ in p.refused] == [T0 - 2 * TF]
+    assert "high/low must enclose open and close" in p.refused[0][1]
+    assert opens(p.window) == [T0 - 3 * TF, T0 - TF]
+
+
+def test_an_identical_duplicate_is_dropped() -> None:
+    p = plan(rows(T0 - 3 * TF, T0 - 2 * TF, T0 - TF, T0 - TF), T0 - 2 * TF, count=3)
+    assert p.duplicates == 1
+    assert opens(p.publish) == [T0 - TF]
+    assert opens(p.window) == [T0 - 3 * TF, T0 - 2 * TF, T0 - TF]
+
+
+@pytest.mark.parametrize(
+    ("fetched", "kind"),
+    [
+        ([row(T0 - 2 * TF), row(T0 - TF), row(T0 - TF, 101.0)], "duplicate"),
+        (rows(T0 - 3 * TF, T0 - TF, T0 - 2 * TF), "out_of_order"),
+        (rows(T0 - 2 * TF, T0 - TF + 1), "bad_time"),
+        ([OHLCV(1, math.nan, math.nan, math.nan, math.nan, math.nan)], "bad_time"),
+    ],
+)
+def test_an_answer_that_cannot_be_trusted_is_not_used_at_all(
+    fetched: list[OHLCV], kind: str
+) -> None:
+    p = plan(fetched, T0 - 3 * TF, count=3)
+    assert p.problem is not None
+    assert p.problem[0] == kind
+    assert (p.window, p.publish) == ([], [])
 
 
 def test_to_candle_carries_the_row() -> None:
@@ -101,3 +171,10 @@ def test_expected_counts_and_publish_order() -> None:
         (T0 - TF, "A"),
         (T0 - TF, "B"),
     ]
+
+
+def test_a_value_ccxt_could_not_read_is_nan_not_zero() -> None:
+    r = parse_ohlcv([T0, "1", "2", "0.5", "1.5", None])
+    assert math.isnan(r.volume)
+    with pytest.raises(ValueError, match="volume"):
+        to_candle("BTC/USDT:USDT", "5m", r)
