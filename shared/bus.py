@@ -8,7 +8,14 @@ consumers and counts deliveries). An entry that cannot be decoded, whose handler
 on its ``max_deliveries``-th delivery, or that was delivered more often than that without
 an ack (it keeps killing its consumer) is copied to the dead-letter stream and acked, in
 one transaction. A failed entry is retried after later entries, so order is not kept
-across failures. See docs/bus.md.
+across failures.
+
+Redis outages: every bus operation that talks to Redis on its own (a consumer's poll,
+``publish``, ``publish_many``) rides out a connection failure for ``outage_s`` seconds
+(``OUTAGE_S``, 60 s), retrying with capped exponential backoff and logging each retry with
+the stream (and group and consumer); after that it logs one "giving up" error and raises
+``BusUnavailable``, which ends the service so that its supervisor restarts it. See
+docs/bus.md.
 """
 
 from __future__ import annotations
@@ -22,13 +29,6 @@ from typing import Any, Generic, TypeVar
 import redis.asyncio as aioredis
 from redis.asyncio.client import Pipeline
 from redis.exceptions import ConnectionError, ResponseError, TimeoutError
-from tenacity import (
-    AsyncRetrying,
-    before_sleep_log,
-    retry_if_exception_type,
-    stop_after_delay,
-    wait_exponential,
-)
 
 from shared import keys
 from shared.log import error_text
@@ -45,33 +45,112 @@ from shared.schemas import FIELD, DlqEntry, DlqReason, Message, SchemaError, dec
 log = logging.getLogger(__name__)
 
 M = TypeVar("M", bound=Message)
+T = TypeVar("T")
 Handler = Callable[[M, str], Awaitable[None]]
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 _FIELD = FIELD.encode()
+
+# How long a consumer or a publish rides out a Redis outage before it gives up (a restart
+# of an AOF server, a Sentinel failover and a network blip all fit well inside it).
+OUTAGE_S = 60.0
+RETRY_FIRST_S = 0.1  # backoff between retries: doubles from this...
+RETRY_MAX_S = 2.0  # ...up to this
+
+
+class BusUnavailable(ConnectionError):
+    """Redis stayed unreachable for a whole outage window: the service should end.
+
+    A subclass of redis-py's ConnectionError, so code that handles Redis errors (market_data's
+    scan loop, the operator commands) handles it as before.
+    """
+
+
+async def ride_out(what: str, step: Callable[[], Awaitable[T]], outage_s: float) -> T:
+    """Run ``step``; on a Redis connection error retry it with capped exponential backoff.
+
+    Each retry is logged as a warning naming ``what`` (stream, group, consumer); once
+    ``outage_s`` seconds have passed since the first failure, one error line says the bus
+    gives up and ``BusUnavailable`` is raised. ``BusUnavailable`` from a nested call is not
+    retried again.
+    """
+    failed_at: float | None = None
+    attempt = 0
+    while True:
+        try:
+            result = await step()
+        except BusUnavailable:
+            raise
+        except (ConnectionError, TimeoutError) as e:
+            now = time.monotonic()
+            failed_at = now if failed_at is None else failed_at
+            attempt += 1
+            down = now - failed_at
+            if down >= outage_s:
+                log.error(
+                    "Bus: %s: giving up after %.1f s of Redis errors (%d attempts): %s; "
+                    "ending so that the supervisor restarts the service",
+                    what, down, attempt, error_text(e),
+                )  # fmt: skip
+                raise BusUnavailable(
+                    f"{what}: Redis unreachable for {down:.1f} s: {error_text(e)}"
+                ) from e
+            wait = min(RETRY_FIRST_S * 2 ** (attempt - 1), RETRY_MAX_S, outage_s - down)
+            log.warning(
+                "Bus: %s: Redis unreachable (%s); retry %d in %.1f s (giving up after %g s)",
+                what, error_text(e), attempt, wait, outage_s,
+            )  # fmt: skip
+            await asyncio.sleep(wait)
+            continue
+        if failed_at is not None:
+            log.warning(
+                "Bus: %s: Redis reachable again after %.1f s (%d retries)",
+                what, time.monotonic() - failed_at, attempt,
+            )  # fmt: skip
+        return result
 
 
 def _maxlen(stream: str) -> int:
     return keys.STREAM_MAXLEN.get(stream, keys.DEFAULT_MAXLEN)
 
 
-async def publish(client: aioredis.Redis, stream: str, msg: Message) -> str:
-    """Append one message to a stream (approximate MAXLEN trim); return its entry id."""
-    entry_id = await client.xadd(
-        stream, {_FIELD: encode(msg)}, maxlen=_maxlen(stream), approximate=True
-    )
+async def publish(
+    client: aioredis.Redis, stream: str, msg: Message, *, outage_s: float = OUTAGE_S
+) -> str:
+    """Append one message to a stream (approximate MAXLEN trim); return its entry id.
+
+    Rides out a Redis outage of up to ``outage_s`` seconds (see ``ride_out``), then raises
+    ``BusUnavailable``. An XADD retried after a dropped connection may land twice.
+    """
+    data = encode(msg)
+
+    async def xadd() -> Any:
+        return await client.xadd(stream, {_FIELD: data}, maxlen=_maxlen(stream), approximate=True)
+
+    entry_id = await ride_out(f"publish to {stream}", xadd, outage_s)
     BUS_PUBLISHED.labels(stream).inc()
     return entry_id.decode() if isinstance(entry_id, bytes) else str(entry_id)
 
 
-async def publish_many(client: aioredis.Redis, stream: str, msgs: Sequence[Message]) -> list[str]:
-    """Append messages in one pipelined round trip, trimming once; return their entry ids."""
-    pipe = client.pipeline(transaction=False)
+async def publish_many(
+    client: aioredis.Redis, stream: str, msgs: Sequence[Message], *, outage_s: float = OUTAGE_S
+) -> list[str]:
+    """Append messages in one pipelined round trip, trimming once; return their entry ids.
+
+    Rides out a Redis outage like ``publish``; a retried batch may land twice in part.
+    """
     name = stream.encode()
-    for msg in msgs:
-        pipe.execute_command("XADD", name, b"*", _FIELD, encode(msg))
-    pipe.execute_command("XTRIM", name, b"MAXLEN", b"~", _maxlen(stream))
-    replies: list[Any] = await pipe.execute()
+    data = [encode(msg) for msg in msgs]
+
+    async def xadds() -> list[Any]:
+        pipe = client.pipeline(transaction=False)
+        for d in data:
+            pipe.execute_command("XADD", name, b"*", _FIELD, d)
+        pipe.execute_command("XTRIM", name, b"MAXLEN", b"~", _maxlen(stream))
+        replies: list[Any] = await pipe.execute()
+        return replies
+
+    replies = await ride_out(f"publish to {stream}", xadds, outage_s)
     ids = replies[:-1]
     BUS_PUBLISHED.labels(stream).inc(len(ids))
     return [i.decode() if isinstance(i, bytes) else str(i) for i in ids]
@@ -121,7 +200,7 @@ class Consumer(Generic[M]):
         reclaim_idle_ms: int = 30_000,
         max_deliveries: int = 5,
         start_id: str = "0",
-        reconnect_for_s: float = 60.0,
+        reconnect_for_s: float = OUTAGE_S,
     ) -> None:
         if block_ms <= 0 or count <= 0 or max_deliveries <= 0 or reclaim_idle_ms <= 0:
             raise ValueError("count, block_ms, reclaim_idle_ms and max_deliveries must be > 0")
@@ -154,8 +233,9 @@ class Consumer(Generic[M]):
         """Consume until ``stop`` is set or the task is cancelled; survive Redis restarts.
 
         Connection errors are retried with capped exponential backoff for
-        ``reconnect_for_s`` seconds, each logged; after that the error is raised so the
-        service ends and its supervisor restarts it.
+        ``reconnect_for_s`` seconds, each logged with the stream, group and consumer; after
+        that one "giving up" error is logged and ``BusUnavailable`` raised, so the service
+        ends and its supervisor restarts it.
         """
         stop = stop or asyncio.Event()
         await self._with_reconnect(self._ensure_group)
@@ -165,15 +245,8 @@ class Consumer(Generic[M]):
         log.info("Bus: %s stopped consuming %s", self.name, self.stream)
 
     async def _with_reconnect(self, step: Callable[[], Awaitable[Any]]) -> None:
-        async for attempt in AsyncRetrying(
-            retry=retry_if_exception_type((ConnectionError, TimeoutError)),
-            wait=wait_exponential(multiplier=0.1, max=2.0),
-            stop=stop_after_delay(self.reconnect_for_s),
-            before_sleep=before_sleep_log(log, logging.WARNING),
-            reraise=True,
-        ):
-            with attempt:
-                await step()
+        what = f"consumer {self.name} of {self.stream} (group {self.group})"
+        await ride_out(what, step, self.reconnect_for_s)
 
     async def _ensure_group(self, recreate: bool = False) -> None:
         start = "0" if recreate else self.start_id
