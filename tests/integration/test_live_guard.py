@@ -157,8 +157,9 @@ class Recorded:
 @pytest.fixture
 async def recorder(tmp_path: Path) -> AsyncIterator[int]:
     """Yield the port of the exchange simulator served over TLS (self-signed)."""
-    sim = Simulator.create(ScriptedFeed(dict(SIM_PRICES)), faults=FaultPlan(seed=0))
-    sim.api_key, sim.api_secret = KEY, SECRET
+    sim = Simulator.create(
+        ScriptedFeed(dict(SIM_PRICES)), faults=FaultPlan(seed=0), api_key=KEY, api_secret=SECRET
+    )
     runner = web.AppRunner(make_app(sim), shutdown_timeout=0.5, handle_signals=False)
     await runner.setup()
     port = free_port()
