@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 import typer
 from redis.asyncio.retry import Retry
 from redis.backoff import ExponentialBackoff
-from redis.exceptions import AuthenticationError
+from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
@@ -51,6 +51,15 @@ def unreachable_line(url: str, err: BaseException) -> str:
     return f"cannot reach Redis at {shown}: is `tradebot up` running?"
 
 
+def refused_line(url: str, err: BaseException) -> str:
+    """Return the one line printed when Redis's ACL refuses the user a command or a key."""
+    user = urlsplit(url).username or "default"
+    return (
+        f"Redis at {mask_url(url)} refused user {user!r}: {error_text(err)} "
+        "(give it the bot's ACL rights)"
+    )
+
+
 def run_with_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitable[T]]) -> T:
     """Run ``work`` with a client to the bot's Redis; exit 1 with one line if Redis fails us."""
     url = redis_url(settings)
@@ -73,6 +82,9 @@ def run_with_redis(settings: Settings, work: Callable[[aioredis.Redis], Awaitabl
         return asyncio.run(go())
     except (RedisConnectionError, RedisTimeoutError, OSError) as e:
         typer.echo(unreachable_line(url, e), err=True)
+        raise typer.Exit(1) from None
+    except NoPermissionError as e:
+        typer.echo(refused_line(redis_url(settings), e), err=True)
         raise typer.Exit(1) from None
     except SchemaError as e:
         typer.echo(f"unreadable record in Redis: {e}", err=True)
