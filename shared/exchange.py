@@ -58,6 +58,10 @@ from shared.metrics import EXCHANGE_ERRORS, EXCHANGE_LATENCY, EXCHANGE_REQUESTS,
 
 __all__ = ["ExchangeClient", "OrderRequest", "Tuning", "create_ccxt"]
 
+# What ccxt raises when it cannot parse an answer; read as ccxt.BadResponse (unavailable:
+# retried by reads, looked up before any resend by orders).
+UNREADABLE = (TypeError, ValueError, KeyError, AttributeError, IndexError)
+
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 Guard = Callable[[], bool]
@@ -166,7 +170,14 @@ class ExchangeClient:
         EXCHANGE_REQUESTS.labels(call).inc()
         start = time.perf_counter()
         try:
-            result = await fn()
+            try:
+                result = await fn()
+            except UNREADABLE as e:
+                # ccxt failed to parse the answer (an HTML page with status 200, a field of
+                # the wrong type): the request reached the exchange, its answer is garbage.
+                raise ccxt.BadResponse(
+                    f"{call}: unreadable answer ({type(e).__name__}: {e})"
+                ) from e
         except ccxt.BaseError as e:
             kind = classify(e)
             EXCHANGE_ERRORS.labels(call, kind.value).inc()
@@ -244,8 +255,10 @@ class ExchangeClient:
 
     async def server_time(self) -> int:
         """Return the exchange's clock in ms (one request)."""
-        value: int = await self._call("server_time", lambda: self.ex.fetch_time())
-        return int(value)
+        value: Any = await self._call("server_time", lambda: self.ex.fetch_time())
+        if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+            raise TemporaryError(f"server_time: unreadable answer {value!r}", "server_time")
+        return value
 
     # --- market data -------------------------------------------------------------------
 
@@ -417,8 +430,6 @@ class ExchangeClient:
         if req.reduce_only:
             params["reduceOnly"] = True
         if stop:
-            if req.stop_price is None:
-                raise ValueError(f"stop order {req.client_order_id} needs a stop_price")
             params["triggerPrice"] = req.stop_price
         return await self.ex.create_order(
             req.symbol, "market", req.side, req.quantity, None, params
@@ -442,6 +453,8 @@ class ExchangeClient:
         """
         check_client_order_id(req.client_order_id)
         stop = req.type == "stop_market"
+        if stop and req.stop_price is None:
+            raise ValueError(f"stop order {req.client_order_id} needs a stop_price")
         call = "place_stop" if stop else "place_order"
         existing = await self._fetch(req.symbol, req.client_order_id, stop=stop)
         if existing is not None:

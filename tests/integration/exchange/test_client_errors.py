@@ -6,6 +6,7 @@ import asyncio
 import logging
 from collections import Counter
 
+import aiohttp
 import ccxt.async_support as ccxt
 import pytest
 from prometheus_client import REGISTRY
@@ -194,3 +195,28 @@ async def test_retries_are_counted_per_call(sim: SimHandle, client: ExchangeClie
     attempts = FAST.backoff.attempts
     assert retries() == before + attempts - 1  # every attempt but the first is a retry
     assert errors() == errors_before + attempts
+
+
+async def test_an_html_page_with_status_200_is_an_unavailable_exchange(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    """ccxt cannot parse it (TypeError inside ccxt): a TemporaryError, never a crash."""
+
+    async def garbage(kinds: dict[str, float]) -> None:
+        async with (
+            aiohttp.ClientSession() as http,
+            http.post(f"{sim.base_url}/_sim/faults", json={"garbage": kinds}) as r,
+        ):
+            assert r.status == 200, await r.text()
+
+    before = calls("tickers", "unavailable")
+    await garbage({"html_200": 1.0})
+    try:
+        with pytest.raises(TemporaryError, match="unreadable answer"):
+            await client.server_time()
+        with pytest.raises(TemporaryError):
+            await client.tickers([BTC])
+    finally:
+        await garbage({})
+    assert calls("tickers", "unavailable") > before
+    assert await client.server_time() > 0
