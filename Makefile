@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip itself is pinned too (the Dockerfile pins the same version).
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast lint bench install lock clean
+.PHONY: run test test-fast lint bench chaos install lock clean
 
 # Every dependency comes from requirements-dev.lock (exact versions and hashes); the project
 # itself is then installed editable without dependencies, built by the setuptools pinned there.
@@ -38,6 +38,11 @@ bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/backtest.py
 	$(BIN)/python bench/aof_fsync.py
+
+# The long chaos run: the whole bot broken on a seeded schedule for MINUTES (default 30),
+# then checked; prints the summary and writes it to out/chaos-summary.json (tests/chaos).
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run --minutes $(or $(MINUTES),30) --json out/chaos-summary.json
 
 # Regenerate requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra)
 # from pyproject.toml with pip-tools, installed in a throwaway venv. Pins already in the
