@@ -2,22 +2,30 @@
 
 A consumer and a publish ride out an outage shorter than their window, logging each retry
 with the stream (and the group and consumer); a longer one ends in one "giving up" error
-line and ``BusUnavailable`` (a redis ConnectionError), which ends the service.
+line and ``BusUnavailable`` (a redis ConnectionError), which ends the service: a signals
+worker process then exits with code 1 for its supervisor to restart it (slow: the window is
+60 s).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+import subprocess
+import sys
+import time
+from pathlib import Path
 from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
 from redis.exceptions import ConnectionError
 
-from shared.bus import BusUnavailable, Consumer, publish, publish_many
+from shared import keys
+from shared.bus import OUTAGE_S, BusUnavailable, Consumer, publish, publish_many
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import PriceTick
+from tests.fixtures.procs import ROOT, clean_env
 from tests.integration.bus.helpers import GROUP, STREAM, eventually, running, tick
 
 NAME = "c-outage"
@@ -135,3 +143,40 @@ async def test_publish_gives_up_with_one_error_line(
     [line] = lines(caplog, logging.ERROR)
     assert line.startswith(f"Bus: publish to {STREAM}: giving up after")
     assert lines(caplog, logging.WARNING), "each retry is logged"
+
+
+@pytest.mark.slow
+def test_a_signals_worker_gives_up_and_exits_for_its_supervisor(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    """As a process: Redis gone for good, the worker logs the giving-up line and exits 1."""
+    env = clean_env(
+        TB_REDIS_URL=redis_server.url, TB_METRICS_PORT="0", TB_LOG_DIR=str(tmp_path / "logs")
+    )
+    out = tmp_path / "signals.out"
+    with out.open("wb") as fh:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "services.signals"], env=env, cwd=ROOT, stdout=fh,
+            stderr=subprocess.STDOUT,
+        )  # fmt: skip
+    try:
+        deadline = time.monotonic() + 30
+        while "consuming" not in out.read_text():
+            assert proc.poll() is None, out.read_text()
+            assert time.monotonic() < deadline, out.read_text()
+            time.sleep(0.1)
+        redis_server.kill()
+        code = proc.wait(OUTAGE_S + 60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    log = out.read_text()
+    assert code == 1, log
+    where = "consumer signals-"
+    giving_up = [line for line in log.splitlines() if ": giving up after" in line]
+    assert len(giving_up) == 1, log
+    assert where in giving_up[0], giving_up
+    assert f"of {keys.STREAM_CANDLES} (group {keys.GROUP_SIGNALS})" in giving_up[0]
+    assert " ERROR shared.bus: " in giving_up[0]
+    assert "signals: stopped by an unexpected error" in log.split(giving_up[0], 1)[1]
