@@ -80,6 +80,21 @@ def env_name(field: str) -> str:
     return f"{ENV_PREFIX}{field.upper()}"
 
 
+def parse_sentinels(value: str) -> list[tuple[str, int]]:
+    """Return a comma-separated host:port list as pairs; raise ValueError naming a bad entry."""
+    out: list[tuple[str, int]] = []
+    for entry in (e.strip() for e in value.split(",")):
+        host, _, port = entry.rpartition(":")
+        host = host.removeprefix("[").removesuffix("]")  # [::1]:26379
+        if not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(
+                f"{env_name('redis_sentinels')}={value}: {entry!r} is not host:port "
+                "(a comma-separated list, e.g. s1:26379,s2:26379)"
+            )
+        out.append((host, int(port)))
+    return out
+
+
 class TomlFileSource(PydanticBaseSettingsSource):
     """Read settings from the TOML file named by TB_CONFIG; keys may be upper or lower case."""
 
@@ -156,6 +171,18 @@ class Settings(BaseSettings):
         None, description="Redis password, kept out of the URL (any characters allowed)"
     )
     embedded_redis_port: int = Field(6390, description="port of the embedded server (tradebot up)")
+    redis_sentinels: str = Field(
+        "", description="Sentinels host:port,host:port; set = find the Redis primary through them"
+    )
+    redis_sentinel_master: str = Field(
+        "tradebot", description="name under which the Sentinels monitor the primary"
+    )
+    redis_min_replicas_ack: int = Field(
+        0, description="replicas that must confirm an order intent or lease write (0 = off)"
+    )
+    redis_ack_timeout_ms: int = Field(
+        500, description="longest wait for those replica confirmations (Redis WAIT timeout)"
+    )
     exchange: str = Field("sim", description="'sim' (local simulator) or a ccxt id")
     api_key: SecretStr | None = Field(None, description="exchange API key")
     api_secret: SecretStr | None = Field(None, description="exchange API secret")
@@ -284,7 +311,9 @@ class Settings(BaseSettings):
             raise ValueError(
                 f"{env_name('live')}=true and TB_TESTNET=true contradict each other: pick one"
             )
-        if self.live and self.redis_url is not None and not self._redis_has_password():
+        self._check_redis()
+        external = self.redis_url is not None or bool(self.redis_sentinels)
+        if self.live and external and not self._redis_has_password():
             raise ValueError(
                 f"{env_name('live')}=true needs a Redis password: set TB_REDIS_PASSWORD (or put "
                 "one in TB_REDIS_URL); a Redis without one lets anyone on its network trade"
@@ -295,6 +324,41 @@ class Settings(BaseSettings):
                 "to confirm, or TB_TESTNET=true for the exchange's demo"
             )
         return self
+
+    def _check_redis(self) -> None:
+        """The Redis HA rules: Sentinel addresses, master name, replica confirmations."""
+        if self.redis_sentinels:
+            parse_sentinels(self.redis_sentinels)  # raises ValueError naming the bad entry
+            if self.redis_url is not None:
+                raise ValueError(
+                    f"{env_name('redis_sentinels')}={self.redis_sentinels} and TB_REDIS_URL are "
+                    "both set: the Sentinels find the primary, so unset TB_REDIS_URL"
+                )
+        master = self.redis_sentinel_master
+        if not master or any(c.isspace() for c in master):
+            raise ValueError(
+                f"{env_name('redis_sentinel_master')}={master!r} must be a name without spaces"
+            )
+        if self.redis_min_replicas_ack < 0:
+            raise ValueError(
+                f"{env_name('redis_min_replicas_ack')}={self.redis_min_replicas_ack} must be "
+                "0 (off) or more"
+            )
+        if self.redis_ack_timeout_ms < 1:
+            raise ValueError(
+                f"{env_name('redis_ack_timeout_ms')}={self.redis_ack_timeout_ms} must be at least 1"
+            )
+        # A lease renewal (every third of the TTL) waits for its confirmation too.
+        if self.redis_min_replicas_ack and self.redis_ack_timeout_ms * 3 >= self.lease_ttl_ms:
+            raise ValueError(
+                f"{env_name('redis_ack_timeout_ms')}={self.redis_ack_timeout_ms} must be below "
+                f"a third of LEASE_TTL_MS={self.lease_ttl_ms}"
+            )
+
+    @property
+    def sentinel_addresses(self) -> list[tuple[str, int]]:
+        """Return TB_REDIS_SENTINELS as (host, port) pairs (empty: no Sentinels)."""
+        return parse_sentinels(self.redis_sentinels) if self.redis_sentinels else []
 
     def _redis_has_password(self) -> bool:
         if self.redis_password is not None and self.redis_password.get_secret_value():
