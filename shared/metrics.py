@@ -28,6 +28,12 @@ LEASE_TAKEOVERS = Counter(
     "Leases won by a copy that first waited as a standby behind another holder",
     ["service"],
 )
+REPLICA_UNCONFIRMED = Counter(
+    "tradebot_replica_unconfirmed",
+    "Critical writes (order intent, lease) fewer replicas confirmed than TB_REDIS_MIN_REPLICAS_ACK"
+    " within TB_REDIS_ACK_TIMEOUT_MS: an entry is not sent, a lease write does not count",
+    ["write"],
+)
 
 # --- bus ---------------------------------------------------------------------------------
 BUS_PUBLISHED = Counter("tradebot_bus_published", "Messages published", ["stream"])

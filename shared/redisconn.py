@@ -12,14 +12,18 @@ import signal
 import socket
 import subprocess
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable, Sequence
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, cast
 
 import redis
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.backoff import ExponentialBackoff
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool, SentinelManagedConnection
+from redis.backoff import ExponentialBackoff, NoBackoff
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
@@ -27,18 +31,111 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 from shared import keys
 from shared.config import Settings
 from shared.log import error_text
-from shared.metrics import LEASE_HELD, LEASE_TAKEOVERS
+from shared.metrics import LEASE_HELD, LEASE_TAKEOVERS, REPLICA_UNCONFIRMED
 
 log = logging.getLogger(__name__)
 
 # Blocking reads (XREADGROUP BLOCK) must finish well inside the socket timeout.
 SOCKET_TIMEOUT_S = 30.0
+# Reconnect attempts, 0.1 s apart doubling up to 2 s: about 3 s for a server restart; through
+# Sentinel about 17 s, so a command outlasts a failover (down-after-milliseconds up to 10 s).
 RETRIES = 5
+SENTINEL_RETRIES = 12
 MAX_CONNECTIONS = 100
+# A Sentinel that does not answer is skipped for the next one at once.
+SENTINEL_TIMEOUT_S = 1.0
+# A lease renewal that fails is tried again after RENEW_RETRY_S, each try cut at RENEW_ATTEMPT_S.
+RENEW_ATTEMPT_S = 1.0
+RENEW_RETRY_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class ReplicaAck:
+    """How many replicas must confirm a critical write (Redis WAIT), and how long to wait."""
+
+    replicas: int
+    timeout_ms: int
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> ReplicaAck | None:
+        """Return TB_REDIS_MIN_REPLICAS_ACK / TB_REDIS_ACK_TIMEOUT_MS, or None when it is 0."""
+        if settings.redis_min_replicas_ack <= 0:
+            return None
+        return cls(settings.redis_min_replicas_ack, settings.redis_ack_timeout_ms)
+
+
+class ReplicaNotConfirmed(RedisError):
+    """Fewer replicas than required confirmed a write in time; the primary has applied it."""
+
+    def __init__(self, what: str, acked: int, ack: ReplicaAck) -> None:
+        super().__init__(
+            f"{what}: confirmed by {acked} of {ack.replicas} replica(s) within {ack.timeout_ms} ms"
+        )
+        self.acked = acked
+        self.required = ack.replicas
+
+
+class BotRedis(aioredis.Redis):
+    """The services' client: a Redis client that also carries the replica confirmation its
+    critical writes need (``replica_ack``, None = off) and, when it finds the primary through
+    Sentinel, closes the Sentinel connections with itself."""
+
+    replica_ack: ReplicaAck | None = None
+    owned_sentinel: Sentinel | None = None
+
+    async def aclose(self, close_connection_pool: bool | None = None) -> None:
+        await super().aclose(close_connection_pool)
+        if self.owned_sentinel is not None:
+            await self.owned_sentinel.aclose()
+
+
+def replica_ack_of(client: aioredis.Redis) -> ReplicaAck | None:
+    """Return the replica confirmation a client made by ``connect`` carries (None = off)."""
+    return client.replica_ack if isinstance(client, BotRedis) else None
+
+
+class PrimaryConnection(SentinelManagedConnection):
+    """A connection that asks the Sentinels where the primary is before every socket connect.
+
+    redis-py (8.1, issue #3874) asks them only when a pooled connection is first opened: a
+    command retried after its connection dropped reconnects to the same address, so through
+    a failover it keeps knocking at the dead primary (or writes to the old one come back)
+    until its retries run out.
+    """
+
+    async def _connect(self) -> None:
+        if self.connection_pool.is_master:
+            self.host, self.port = await self.connection_pool.get_master_address()
+        await super()._connect()  # type: ignore[no-untyped-call]
+
+
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """A Sentinel pool (connects to the current primary, reconnects after a failover) that,
+    like ``redis_from_url``'s, makes a caller wait for a free connection instead of failing."""
+
+
+def _pool_kwargs(
+    socket_timeout: float, password: str | None, retries: int = RETRIES
+) -> dict[str, Any]:
+    """Return the connection settings every service client uses, whatever finds the server."""
+    return {
+        "max_connections": MAX_CONNECTIONS,
+        "timeout": socket_timeout,
+        "socket_timeout": socket_timeout,
+        "socket_connect_timeout": 5.0,
+        "health_check_interval": 0,
+        "retry": Retry(ExponentialBackoff(cap=2.0, base=0.05), retries),
+        "retry_on_error": [RedisConnectionError, RedisTimeoutError],
+        **({"password": password} if password else {}),
+    }
 
 
 def redis_from_url(
-    url: str, *, socket_timeout: float = SOCKET_TIMEOUT_S, password: str | None = None
+    url: str,
+    *,
+    socket_timeout: float = SOCKET_TIMEOUT_S,
+    password: str | None = None,
+    replica_ack: ReplicaAck | None = None,
 ) -> aioredis.Redis:
     """Return an asyncio client whose timeout outlasts blocking reads and that retries reconnects.
 
@@ -47,25 +144,104 @@ def redis_from_url(
     connections" (a ConnectionError, i.e. an outage to the bus) when more than 100 commands
     are in flight; this pool makes them wait for a free connection instead.
     """
-    pool = aioredis.BlockingConnectionPool.from_url(
-        url,
-        max_connections=MAX_CONNECTIONS,
-        timeout=socket_timeout,
-        socket_timeout=socket_timeout,
-        socket_connect_timeout=5.0,
-        health_check_interval=0,
-        retry=Retry(ExponentialBackoff(cap=2.0, base=0.05), RETRIES),
-        retry_on_error=[RedisConnectionError, RedisTimeoutError],
-        **({"password": password} if password else {}),
+    pool = aioredis.BlockingConnectionPool.from_url(url, **_pool_kwargs(socket_timeout, password))
+    client = cast(BotRedis, BotRedis.from_pool(pool))
+    client.replica_ack = replica_ack
+    return client
+
+
+def redis_from_sentinels(
+    sentinels: Sequence[tuple[str, int]],
+    master: str,
+    *,
+    socket_timeout: float = SOCKET_TIMEOUT_S,
+    password: str | None = None,
+    replica_ack: ReplicaAck | None = None,
+    **overrides: Any,
+) -> aioredis.Redis:
+    """Return a client of the primary the Sentinels name ``master``, configured as
+    ``redis_from_url``'s (``overrides`` replace any of those settings).
+
+    Each new connection asks the Sentinels for the primary, so after a failover the retried
+    command reconnects to the promoted replica; a READONLY reply (the old primary, demoted,
+    still answering) closes the connection and counts as a connection error, retried the
+    same way. Commands retry for about 17 s (``SENTINEL_RETRIES``) rather than 3, so that
+    one sent as the primary dies waits for the promotion instead of failing its caller.
+    The password serves the Sentinels too (they must require the same one).
+    """
+    auth = {"password": password} if password else {}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        list(sentinels),
+        sentinel_kwargs={
+            "socket_timeout": SENTINEL_TIMEOUT_S,
+            "socket_connect_timeout": SENTINEL_TIMEOUT_S,
+            "retry": Retry(NoBackoff(), 0),
+            **auth,
+        },
     )
-    return aioredis.Redis.from_pool(pool)
+    kwargs = _pool_kwargs(socket_timeout, password, SENTINEL_RETRIES) | overrides
+    client = cast(
+        BotRedis,
+        sentinel.master_for(
+            master,
+            redis_class=BotRedis,
+            connection_pool_class=BlockingSentinelConnectionPool,
+            connection_class=PrimaryConnection,
+            **kwargs,
+        ),
+    )
+    client.replica_ack = replica_ack
+    client.owned_sentinel = sentinel
+    return client
 
 
 def connect(settings: Settings) -> aioredis.Redis:
-    """Return a client for REDIS_URL (start an ``EmbeddedRedis`` first when it is unset)."""
+    """Return the services' client: through TB_REDIS_SENTINELS if set, else to TB_REDIS_URL
+    (start an ``EmbeddedRedis`` first when neither is set)."""
+    ack = ReplicaAck.from_settings(settings)
+    if settings.redis_sentinels:
+        return redis_from_sentinels(
+            settings.sentinel_addresses,
+            settings.redis_sentinel_master,
+            password=redis_password(settings),
+            replica_ack=ack,
+        )
     if settings.redis_url is None:
         raise ValueError("TB_REDIS_URL is unset: start EmbeddedRedis(settings.data_dir) first")
-    return redis_from_url(settings.redis_url.get_secret_value(), password=redis_password(settings))
+    return redis_from_url(
+        settings.redis_url.get_secret_value(), password=redis_password(settings), replica_ack=ack
+    )
+
+
+async def write_confirmed(
+    client: aioredis.Redis,
+    stage: Callable[[Pipeline], object],
+    ack: ReplicaAck,
+    *,
+    transaction: bool = True,
+) -> tuple[list[Any], int]:
+    """Run the commands ``stage`` queues, then ``WAIT ack.replicas ack.timeout_ms``; return
+    their raw replies and how many replicas confirmed them.
+
+    WAIT counts the replicas that acknowledged every write made *on its connection*, so it
+    goes in the same send as the writes (MULTI ... EXEC WAIT with ``transaction``), never on
+    another pooled connection, where it would confirm nothing. A retry after a dropped
+    connection sends the whole block again. Replies are raw (no response callbacks);
+    an error reply of any command raises.
+    """
+    pipe = Pipeline(client.connection_pool, {}, transaction=False, shard_hint=None)
+    if transaction:
+        pipe.execute_command("MULTI")
+    stage(pipe)
+    if transaction:
+        pipe.execute_command("EXEC")
+    pipe.execute_command("WAIT", ack.replicas, ack.timeout_ms)
+    replies: list[Any] = await pipe.execute(raise_on_error=True)
+    results = replies[-2] if transaction else replies[:-1]
+    for r in results:
+        if isinstance(r, Exception):
+            raise r
+    return list(results), int(replies[-1])
 
 
 def redis_password(settings: Settings) -> str | None:
@@ -252,6 +428,12 @@ class Lease:
 
     The token is the fence: renew and release are Lua scripts that act only while the key
     still holds our token, so a copy that lost the lease can never extend or free another's.
+
+    When the client carries a replica confirmation (``replica_ack_of``), an acquisition or
+    renewal counts only once enough replicas confirmed it (WAIT): a failover to such a
+    replica keeps the key, so no standby can take the lease while this copy still holds it.
+    An unconfirmed acquisition is not a win (polled again); an unconfirmed renewal is a
+    failed one (the lease is given up two thirds of a TTL after the last confirmed one).
     """
 
     def __init__(self, client: aioredis.Redis, service: str, ttl_ms: int) -> None:
@@ -260,33 +442,77 @@ class Lease:
         self.key = keys.lease_key(service)
         self.ttl_ms = ttl_ms
         self.token = secrets.token_hex(16)
+        self.ack = replica_ack_of(client)
         # Monotonic time a command that confirmed the lease was sent; -inf when not held.
         self._confirmed = float("-inf")
         self._give_up_s = ttl_ms * 2 / 3000
         self._acquire: Any = client.register_script(_ACQUIRE)
         self._renew: Any = client.register_script(_RENEW)
         self._release: Any = client.register_script(_RELEASE)
+        self._unconfirmed_streak = 0  # acquisitions in a row the replicas did not confirm
         LEASE_HELD.labels(service).set(0)  # a standby reports 0 until it wins the lease
+
+    async def _call(self, source: str, script: Any, args: list[Any]) -> tuple[int, int | None]:
+        """Run a lease script; return its result and, with a replica confirmation, the acks."""
+        if self.ack is None:
+            return int(await script(keys=[self.key], args=args)), None
+        # EVAL, not EVALSHA: a promoted replica has no script cache, and the WAIT must follow
+        # the write on its connection in the same send.
+        results, acked = await write_confirmed(
+            self.client,
+            lambda pipe: pipe.execute_command("EVAL", source, 1, self.key, *args),
+            self.ack,
+            transaction=False,
+        )
+        return int(results[0]), acked
+
+    def _shortfall(self, result: int, acked: int | None) -> tuple[int, ReplicaAck] | None:
+        """Return (acks, required) when a lease write succeeded on the primary but too few
+        replicas confirmed it (counted in the metric); None when it needs no more."""
+        if not result or acked is None or self.ack is None or acked >= self.ack.replicas:
+            return None
+        REPLICA_UNCONFIRMED.labels("lease").inc()
+        return acked, self.ack
 
     async def acquire(self) -> bool:
         """Take the lease if it is free (or already ours); return whether we hold it now."""
         sent = time.monotonic()
-        ok = bool(await self._acquire(keys=[self.key], args=[self.token, self.ttl_ms]))
-        if ok:
+        result, acked = await self._call(_ACQUIRE, self._acquire, [self.token, self.ttl_ms])
+        short = self._shortfall(result, acked)
+        if short is not None:
+            if not self._unconfirmed_streak:
+                log.warning(
+                    "Lease: %s taken on the primary but confirmed by %d of %d replica(s) within "
+                    "%d ms: not active until a replica confirms it (a failover could lose it)",
+                    self.key, short[0], short[1].replicas, short[1].timeout_ms,
+                )  # fmt: skip
+            self._unconfirmed_streak += 1
+            return False
+        if result:
+            if self._unconfirmed_streak:
+                log.info("Lease: %s confirmed by the replicas again", self.key)
+            self._unconfirmed_streak = 0
             self._confirmed = sent
             LEASE_HELD.labels(self.service).set(1)
-        return ok
+        return bool(result)
 
     async def renew(self) -> bool:
-        """Extend the lease if it is still ours; return False when it is not."""
+        """Extend the lease if it is still ours; return False when it is not.
+
+        Raise ``ReplicaNotConfirmed`` when it is ours but too few replicas confirmed the
+        renewal: it does not count (``keep`` retries until the lease must be given up).
+        """
         sent = time.monotonic()
-        ok = bool(await self._renew(keys=[self.key], args=[self.token, self.ttl_ms]))
-        if ok:
+        result, acked = await self._call(_RENEW, self._renew, [self.token, self.ttl_ms])
+        short = self._shortfall(result, acked)
+        if short is not None:
+            raise ReplicaNotConfirmed(f"renewal of {self.key}", *short)
+        if result:
             self._confirmed = sent
         else:
             self._confirmed = float("-inf")
             LEASE_HELD.labels(self.service).set(0)
-        return ok
+        return bool(result)
 
     def held(self) -> bool:
         """Return whether the lease is surely still ours (no I/O): check it before acting.
@@ -312,7 +538,9 @@ class Lease:
                     if waited:
                         LEASE_TAKEOVERS.labels(self.service).inc()
                     return True
-                waited = True  # another copy holds it: winning it later is a takeover
+                # Another copy holds it (winning it later is a takeover), unless the key is
+                # ours already and only the replicas' confirmation is missing.
+                waited = waited or not self._unconfirmed_streak
             await asyncio.sleep(interval)
         return False
 
@@ -321,26 +549,32 @@ class Lease:
 
         Times count from when a successful command was sent, so they err early; the lease
         is given up two thirds of a TTL after the last confirmed renewal, leaving a third
-        for the caller to stop before another copy can take over. Any way out of this
-        loop (even an unexpected error) sets ``lost``.
+        for the caller to stop before another copy can take over. A failed renewal is tried
+        again at once, each attempt cut short after ``RENEW_ATTEMPT_S`` (the client's own
+        reconnect backoff would otherwise wait seconds), so a Redis failover that completes
+        within the two thirds keeps the lease. Any way out of this loop (even an
+        unexpected error) sets ``lost``.
         """
         interval = self.ttl_ms / 3000
+        wait = interval
         try:
             while True:
-                await asyncio.sleep(interval)
+                await asyncio.sleep(wait)
                 left = self._confirmed + self._give_up_s - time.monotonic()
                 try:
-                    async with asyncio.timeout(max(left, 0.001)):
+                    async with asyncio.timeout(max(min(left, RENEW_ATTEMPT_S), 0.001)):
                         ok = await self.renew()
                 except (RedisError, TimeoutError) as e:  # READONLY, OOM, MISCONF... too
                     if not self.held():
                         log.error("Lease: %s given up, renew failing: %s", self.key, error_text(e))
                         break
                     log.warning("Lease: renew of %s failed, retrying: %s", self.key, error_text(e))
+                    wait = RENEW_RETRY_S
                     continue
                 if not ok:
                     log.error("Lease: %s taken by another holder", self.key)
                     break
+                wait = interval
         finally:
             self._confirmed = float("-inf")
             LEASE_HELD.labels(self.service).set(0)
@@ -362,7 +596,23 @@ class Lease:
         try:
             yield lost
         finally:
-            task.cancel()
-            await asyncio.gather(task, return_exceptions=True)
+            await _cancel(task)
             with contextlib.suppress(RedisError):  # best effort: it expires anyway
                 await self.release()
+
+
+async def _cancel(task: asyncio.Task[None]) -> None:
+    """Cancel a task and wait for its end, cancelling again if the cancellation was lost.
+
+    redis-py 8.1 sometimes swallows the CancelledError of a command cancelled in flight
+    (the command then completes): one ``cancel()`` does not always end the task.
+    """
+    try:
+        while not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=0.1)
+    except asyncio.CancelledError:  # we are cancelled ourselves: leave it cancelled too
+        task.cancel()
+        raise
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
