@@ -5,19 +5,35 @@ and leaves the open set only once the order's outcome is known and reported, so 
 crash every order that may exist is found in ``open_intents`` and asked about by its
 client order id. An entry is "in flight" on its symbol from its intent until the book
 holds its position (or it is refused), so a slot is never given twice.
+
+With replicas required (TB_REDIS_MIN_REPLICAS_ACK, carried by the client ``connect``
+made), ``open_intent`` waits for that many replicas to confirm the intent (Redis WAIT) so
+that a failover cannot lose it after its order was sent. An entry's intent that is not
+confirmed in time raises ``IntentNotConfirmed``: its order is not sent, and the intent,
+written on the primary, stays open like that of any order not sent before a crash (the
+resume loop finds no order and abandons it). A stop's or an exit's is sent anyway: they
+are reduce-only with ids derived from the position, so a lost intent costs at most a
+lookup or a duplicate stop cancelled with the position, while holding them back would
+leave a position without its protection.
 """
 
 from __future__ import annotations
 
+import logging
 import time
 from typing import Any
 
 import redis.asyncio as aioredis
+from redis.asyncio.client import Pipeline
 
 from shared import keys
 from shared.bus import publish_in
-from shared.metrics import INTENTS_OPEN
+from shared.exchange_errors import TemporaryError
+from shared.metrics import INTENTS_OPEN, REPLICA_UNCONFIRMED
+from shared.redisconn import ReplicaAck, replica_ack_of, write_confirmed
 from shared.schemas import EntrySignal, Message, OrderIntent, decode, encode
+
+log = logging.getLogger("executor")
 
 DAY_S = 86_400
 RECORD_TTL_S = 7 * DAY_S  # settled-signal records outlive any redelivery or replay
@@ -31,11 +47,23 @@ return 1
 """
 
 
+class IntentNotConfirmed(TemporaryError):
+    """Too few replicas confirmed an entry's intent in time: its order must not be sent.
+
+    A TemporaryError: nothing changed on the exchange; the intent stays open on the primary.
+    """
+
+    def __init__(self, message: str, client_order_id: str) -> None:
+        super().__init__(message, "open_intent")
+        self.client_order_id = client_order_id
+
+
 class Journal:
     """Read and write the executor's records; every write that must land together is one MULTI."""
 
-    def __init__(self, redis: aioredis.Redis) -> None:
+    def __init__(self, redis: aioredis.Redis, ack: ReplicaAck | None = None) -> None:
         self.redis = redis
+        self.ack = ack or replica_ack_of(redis)
 
     async def settled(self, record_id: str) -> str | None:
         """Return how a signal (or an exit) was settled, or None if it was not."""
@@ -45,16 +73,50 @@ class Journal:
     async def open_intent(
         self, intent: OrderIntent, event: Message | None = None, pending_symbol: bool = False
     ) -> None:
-        """Write the intent before its send, with its event; mark the symbol in flight."""
-        pipe = self.redis.pipeline(transaction=True)
-        pipe.set(keys.order_intent_key(intent.client_order_id), encode(intent), ex=30 * DAY_S)
-        pipe.sadd(keys.OPEN_INTENTS, intent.client_order_id)
-        if pending_symbol:
-            pipe.hset(keys.PENDING_ENTRIES, intent.symbol, intent.signal_id)
-        if event is not None:
-            publish_in(pipe, keys.STREAM_EVENTS, event)
-        await pipe.execute()
+        """Write the intent before its send, with its event; mark the symbol in flight.
+
+        With replicas required, raise ``IntentNotConfirmed`` for an entry they did not
+        confirm in time (see the module doc); a stop or exit is only logged and counted.
+        """
+
+        def stage(pipe: Pipeline) -> None:
+            key = keys.order_intent_key(intent.client_order_id)
+            pipe.set(key, encode(intent), ex=30 * DAY_S)
+            pipe.sadd(keys.OPEN_INTENTS, intent.client_order_id)
+            if pending_symbol:
+                pipe.hset(keys.PENDING_ENTRIES, intent.symbol, intent.signal_id)
+            if event is not None:
+                publish_in(pipe, keys.STREAM_EVENTS, event)
+
+        if self.ack is None:
+            pipe = self.redis.pipeline(transaction=True)
+            stage(pipe)
+            await pipe.execute()
+            await self._count()
+            return
+        _, acked = await write_confirmed(self.redis, stage, self.ack)
         await self._count()
+        if acked < self.ack.replicas:
+            self._unconfirmed(intent, acked, self.ack)
+
+    def _unconfirmed(self, intent: OrderIntent, acked: int, ack: ReplicaAck) -> None:
+        """Count and log an intent the replicas did not confirm; raise for an entry."""
+        REPLICA_UNCONFIRMED.labels(intent.purpose).inc()
+        why = (
+            f"intent {intent.client_order_id} confirmed by {acked} of {ack.replicas} "
+            f"replica(s) within {ack.timeout_ms} ms"
+        )
+        what = f"{intent.purpose} {intent.side.upper()} {intent.symbol} qty={intent.quantity:g}"
+        if intent.purpose == "entry":
+            log.error(
+                "Replica: %s: %s NOT sent (a failover now could lose the intent); the intent "
+                "stays open and the resume loop abandons it [%s]", why, what, intent.signal_id,
+            )  # fmt: skip
+            raise IntentNotConfirmed(f"{why}: order not sent", intent.client_order_id)
+        log.warning(
+            "Replica: %s: %s sent anyway (reduce-only: holding it back would leave the position "
+            "unprotected) [%s]", why, what, intent.signal_id,
+        )  # fmt: skip
 
     async def close_intent(
         self,
