@@ -626,7 +626,8 @@ class Chaos:
             self.ending.add(name)
             self.stack.kill(name)
             self.summary.kills[a.target] += 1
-            self.summary.kills_of_active[a.target] += active
+            if active:
+                self.summary.kills_of_active[a.target] += 1
             self.note(f"SIGKILL {name} ({'active' if active else a.role})")
         else:
             pid = self.pid_of(name)
