@@ -27,10 +27,12 @@ from shared.exchange_ccxt import Tuning, create_ccxt
 from shared.exchange_errors import (
     MAYBE_EXECUTED,
     RETRYABLE,
+    UNREADABLE,
     Kind,
     OutcomeUnknown,
     SendRefused,
     TemporaryError,
+    UnreadableAnswer,
     classify,
     describe,
     is_retryable,
@@ -57,10 +59,6 @@ from shared.exchange_models import (
 from shared.metrics import EXCHANGE_ERRORS, EXCHANGE_LATENCY, EXCHANGE_REQUESTS, EXCHANGE_RETRIES
 
 __all__ = ["ExchangeClient", "OrderRequest", "Tuning", "create_ccxt"]
-
-# What ccxt raises when it cannot parse an answer; read as ccxt.BadResponse (unavailable:
-# retried by reads, looked up before any resend by orders).
-UNREADABLE = (TypeError, ValueError, KeyError, AttributeError, IndexError)
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -175,6 +173,8 @@ class ExchangeClient:
             except UNREADABLE as e:
                 # ccxt failed to parse the answer (an HTML page with status 200, a field of
                 # the wrong type): the request reached the exchange, its answer is garbage.
+                # A BadResponse is "unavailable": reads retry, orders look up before any
+                # resend; once the retries run out it becomes an UnreadableAnswer.
                 raise ccxt.BadResponse(
                     f"{call}: unreadable answer ({type(e).__name__}: {e})"
                 ) from e
@@ -257,7 +257,7 @@ class ExchangeClient:
         """Return the exchange's clock in ms (one request)."""
         value: Any = await self._call("server_time", lambda: self.ex.fetch_time())
         if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-            raise TemporaryError(f"server_time: unreadable answer {value!r}", "server_time")
+            raise UnreadableAnswer(f"server_time: unreadable answer {value!r}", "server_time")
         return value
 
     # --- market data -------------------------------------------------------------------

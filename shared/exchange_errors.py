@@ -41,6 +41,10 @@ class TemporaryError(ExchangeFailure):
     """A network-class failure outlived its retries; nothing changed, try again later."""
 
 
+class UnreadableAnswer(TemporaryError):
+    """The exchange answered something that could not be read (an HTML page, wrong shape)."""
+
+
 class OperationalError(ExchangeFailure):
     """The exchange answered something we cannot handle automatically; stop and look."""
 
@@ -90,6 +94,10 @@ RETRYABLE = frozenset({Kind.CLOCK, Kind.RATE_LIMIT, Kind.TIMEOUT, Kind.UNAVAILAB
 # A clock (-1021) rejection is checked before execution, so it is the one network kind that
 # proves the order was not placed.
 MAYBE_EXECUTED = frozenset({Kind.RATE_LIMIT, Kind.TIMEOUT, Kind.UNAVAILABLE, Kind.OTHER})
+
+# What ccxt (or our parsing) raises when an answer has the wrong shape: an HTML page, a
+# string where a list belongs, None where a number belongs. The answer could not be read.
+UNREADABLE = (TypeError, ValueError, KeyError, AttributeError, IndexError)
 
 _DUPLICATE_CODE = "-4116"  # DUPLICATED_CLIENT_ORDER_ID: the id is taken by an open order
 # ccxt files these Binance answers under OperationFailed (its "temporary" family), but they
@@ -177,6 +185,8 @@ def translate(
     msg = f"{call}: {describe(err, secrets)}"
     if kind in RETRYABLE:
         note = " (retries exhausted)" if retries_exhausted else ""
+        if isinstance(err, ccxt.BadResponse) and isinstance(err.__cause__, UNREADABLE):
+            return UnreadableAnswer(msg + note, call)
         return TemporaryError(msg + note, call)
     if kind is Kind.INSUFFICIENT:
         return InsufficientMargin(msg, call)

@@ -94,6 +94,15 @@ SYMBOL_FAILURES = Counter(
 SYMBOLS_SKIPPED = Gauge(
     "tradebot_md_symbols_skipped", "Universe symbols skipped after repeated failures"
 )
+# call: server_time, markets, tickers, quote_volumes, ohlcv. kind: unreadable (the answer
+# could not be read at all: HTML, wrong shape), empty (no markets listed), bad_value
+# (a candle or price with invalid values), bad_time (an open time off the grid), duplicate,
+# out_of_order, missing (a candle or ticker the answer should hold).
+BAD_DATA = Counter(
+    "tradebot_md_bad_data",
+    "Exchange answers, candles and prices market_data refused or repaired, by call and kind",
+    ["call", "kind"],
+)
 UNIVERSE_SIZE = Gauge("tradebot_universe_size", "Symbols in the active universe")
 UNIVERSE_ROTATIONS = Counter("tradebot_universe_rotations", "Universe rotations")
 CANDLE_GAPS = Counter("tradebot_md_candle_gaps", "Candle gaps found and refilled", ["symbol"])

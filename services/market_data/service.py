@@ -49,7 +49,6 @@ from services.market_data.candles import (
     publish_order,
 )
 from services.market_data.health import Health
-from services.market_data.metrics import BAD_DATA
 from services.market_data.rotation import (
     choose_universe,
     describe_universe,
@@ -62,10 +61,11 @@ from shared.book import LastPrice, Universe, read_positions, read_universe
 from shared.bus import publish_in, publish_many
 from shared.config import Settings
 from shared.exchange import ExchangeClient
-from shared.exchange_errors import OrderRejected, TemporaryError
+from shared.exchange_errors import UNREADABLE, OrderRejected, TemporaryError, UnreadableAnswer
 from shared.exchange_models import OHLCV, MarketInfo, Ticker
 from shared.log import error_text
 from shared.metrics import (
+    BAD_DATA,
     CANDLE_GAPS,
     CANDLES_PUBLISHED,
     SYMBOL_FAILURES,
@@ -85,13 +85,6 @@ EXPECTED_TTL_S = 86_400  # life of a close's expected-count key
 REDIS_GIVE_UP_S = 60.0  # scans failing on Redis this long end the service (it is restarted)
 # A symbol that cannot be fetched: retries ran out, or the exchange refuses the symbol.
 SYMBOL_ERRORS = (TemporaryError, OrderRejected)
-# What ccxt or the client raise when an answer has the wrong shape (an HTML page, a string
-# where a list belongs, None where a number belongs): the answer could not be read.
-UNREADABLE = (TypeError, ValueError, AttributeError, KeyError, IndexError)
-
-
-class UnreadableAnswer(TemporaryError):
-    """The exchange answered something that could not be read (HTML, wrong shape)."""
 
 
 class MarketClient(Protocol):
@@ -150,7 +143,10 @@ class MarketData:
         """Await an exchange call; an answer that could not be read is an UnreadableAnswer."""
         try:
             return await request
-        except UNREADABLE as e:
+        except UnreadableAnswer:  # the client's retries met an unreadable answer each time
+            BAD_DATA.labels(call, "unreadable").inc()
+            raise
+        except UNREADABLE as e:  # our own parsing of an answer ccxt did read
             BAD_DATA.labels(call, "unreadable").inc()
             raise UnreadableAnswer(
                 f"{call}: the exchange's answer could not be read ({error_text(e)})", call
