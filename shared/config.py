@@ -326,7 +326,14 @@ class Settings(BaseSettings):
         return self
 
     def _check_redis(self) -> None:
-        """The Redis HA rules: Sentinel addresses, master name, replica confirmations."""
+        """The Redis rules: URL scheme, Sentinel addresses, master name, replica confirmations."""
+        if self.redis_url is not None:
+            scheme = self.redis_url.get_secret_value().split("://", 1)[0].lower()
+            if scheme not in ("redis", "rediss", "unix"):
+                raise ValueError(
+                    f"{env_name('redis_url')} must start with redis://, rediss:// or unix:// "
+                    "(e.g. redis://127.0.0.1:6379/0)"
+                )
         if self.redis_sentinels:
             parse_sentinels(self.redis_sentinels)  # raises ValueError naming the bad entry
             if self.redis_url is not None:

@@ -26,6 +26,7 @@ from redis.exceptions import RedisError
 
 from shared import keys, streamstats
 from shared.book import Heartbeat
+from shared.bus import BusUnavailable
 from shared.config import Settings
 from shared.log import error_text, setup_logging
 from shared.metrics import HEARTBEAT_TS, SERVICE_RESTARTS, SERVICE_UP, serve_metrics
@@ -172,6 +173,9 @@ def service_main(service: str, settings: Settings, body: Body, *, single_active:
     )
     try:
         code = asyncio.run(serve(service, settings, body, single_active=single_active))
+    except BusUnavailable as e:  # the bus logged its retries and why it gave up
+        log.error("%s: stopped: Redis unreachable for too long (%s)", service, error_text(e))
+        raise SystemExit(1) from None
     except Exception:
         log.exception("%s: stopped by an unexpected error", service)
         raise SystemExit(1) from None

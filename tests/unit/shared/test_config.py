@@ -255,3 +255,9 @@ def test_live_mode_refuses_a_redis_url_without_a_password() -> None:
     ok = Settings(**live, redis_url="redis://redis:6379/0", redis_password="p@ss:/w")  # type: ignore[arg-type]
     assert ok.mode == "live"
     assert Settings(**live, redis_url="redis://:pw@redis:6379/0").mode == "live"  # type: ignore[arg-type]
+
+
+def test_a_redis_url_without_a_scheme_is_refused_without_showing_it() -> None:
+    with pytest.raises(ValidationError, match="TB_REDIS_URL must start with redis://") as err:
+        Settings(redis_url="secret-host:6379")  # type: ignore[arg-type]
+    assert "secret-host" not in str(err.value).split("input_value")[0]
