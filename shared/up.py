@@ -105,7 +105,7 @@ def plan_processes(
     if config_file is not None:
         env["TB_CONFIG"] = str(config_file.resolve())
     procs: list[Process] = []
-    if settings.redis_url is None:
+    if settings.redis_url is None and not settings.redis_sentinels:
         server = EmbeddedRedis(data_dir / "redis", settings.embedded_redis_port)
         command = server.command()
         listen = ("127.0.0.1", server.port, "TB_EMBEDDED_REDIS_PORT")
