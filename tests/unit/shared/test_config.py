@@ -259,5 +259,5 @@ def test_live_mode_refuses_a_redis_url_without_a_password() -> None:
 
 def test_a_redis_url_without_a_scheme_is_refused_without_showing_it() -> None:
     with pytest.raises(ValidationError, match="TB_REDIS_URL must start with redis://") as err:
-        Settings(redis_url="secret-host:6379")  # type: ignore[arg-type]
+        Settings(redis_url="secret-host:6379")
     assert "secret-host" not in str(err.value).split("input_value")[0]
