@@ -393,7 +393,13 @@ class Executor:
             return
         # A repair asked for while this executor was down may find the position's earlier
         # stop placed since (resume finished it): a second one would outlive the position.
+        # One being placed right now (the entry's own stop, slowed by the exchange) counts too:
+        # that flow ends with it placed, the position closed, or its intent left to resume.
         earlier = {stop_client_id(cmd.position_id, seq) for seq in range(cmd.seq)}
+        if earlier & self.busy:
+            log.info("Stop command for %s: an earlier stop of it is being placed; not placing "
+                     "another", cmd.position_id)  # fmt: skip
+            return
         open_stops = await self.client.open_stop_orders(cmd.symbol) if earlier else []
         if any(s.client_order_id in earlier for s in open_stops):
             log.info("Stop command for %s: an earlier stop of it is open; not placing another",
