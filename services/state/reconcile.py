@@ -31,7 +31,7 @@ from shared.metrics import (
     RECONCILE_RUNS,
     UNREALIZED_PNL,
 )
-from shared.order_ids import exit_client_id
+from shared.order_ids import exit_client_id, stop_client_id
 from shared.schemas import ExitReason, Side, StopCommand, side_sign, stop_command_id
 from shared.service import ServiceContext
 
@@ -163,8 +163,8 @@ class Reconciler:
             reason: ExitReason = pos.exit_requested or "manual"
             p = exit_order.average
             return p, p * exit_order.filled * fee_rate, exit_order.timestamp or now, reason
-        if pos.stop_client_order_id is not None:
-            stop = await self.client.fetch_stop_order(pos.symbol, pos.stop_client_order_id)
+        for stop_cid in _stop_ids(pos):
+            stop = await self.client.fetch_stop_order(pos.symbol, stop_cid)
             if stop is not None and stop.triggered_order_id is not None:
                 fill = await self.client.fetch_order_by_id(pos.symbol, stop.triggered_order_id)
                 if fill is not None and fill.filled > 0 and fill.average:
@@ -199,6 +199,17 @@ class Reconciler:
         await self.ctx.redis.set(keys.BOOK_ACCOUNT, account.dump())
         EQUITY.set(balance.equity)
         UNREALIZED_PNL.set(balance.unrealized_pnl)
+
+
+def _stop_ids(pos: BookPosition) -> list[str]:
+    """Return every stop a position may have had: the one the book names, then each number.
+
+    The book names the stop reported last; a repair stop (a later number) may be the one
+    that fired while the other expired with nothing left to reduce.
+    """
+    ids = [stop_client_id(pos.position_id, seq) for seq in range(pos.stop_seq + 1)]
+    named = pos.stop_client_order_id
+    return ids if named is None else [named, *(i for i in ids if i != named)]
 
 
 def _stop_for(symbol: str, side: Side, stops: list[Order]) -> Order | None:
