@@ -72,6 +72,7 @@ The invariants (``invariants.py``; checked against the simulator's ledger, GET /
    and no live stop sits on a symbol without a position.
 3. Every closed exchange position (from its opening fill to the fill that made it flat) is
    one book trade with the exchange's side, size, entry and exit prices, fees and PnL, and
+   the exit reason ``stop`` exactly when the market order of one of its stops closed it;
    every book trade is such a position. The wallet equals the starting balance plus the
    book's trade PnL minus the entry fees of the open positions, and the book's equity
    equals the exchange's (wallet plus unrealised PnL at the simulator's prices).

@@ -373,7 +373,8 @@ def check_positions(snap: Snapshot) -> Invariant:
 
 
 def check_trades(snap: Snapshot) -> Invariant:
-    """Each closed exchange position is one book trade with its fills' prices, fees and PnL."""
+    """Each closed exchange position is one book trade with its fills' prices, fees and PnL
+    (and the reason ``stop`` exactly when a stop's order closed it); equity and wallet agree."""
     eps, problems = episodes(snap.account)
     closed = [e for e in eps if e.closed]
     trades = {t.position_id: t for t in snap.trades}
@@ -402,6 +403,11 @@ def check_trades(snap: Snapshot) -> Invariant:
                 problems.append(f"trade {pid}: {name} {book_v} in the book, {ex_v} on the exchange")
         if len(ep.fills) != 2:
             problems.append(f"{pid}: closed by {len(ep.fills) - 1} fills, not one")
+        closer = _order_of(snap).get(int(last["order_id"]), {})
+        by_stop = str(closer.get("client_order_id", "")).startswith(SPAWNED_ID_PREFIX)
+        if by_stop != (trade.reason == "stop"):
+            how = "a stop's fill" if by_stop else "a market order"
+            problems.append(f"trade {pid}: reason {trade.reason}, closed by {how}")
     problems += [f"book trade {pid} closed no exchange position" for pid in trades
                  if pid not in matched]  # fmt: skip
     wallet = snap.account["wallet"]
