@@ -29,7 +29,13 @@ from typing import Any
 
 from services.executor import orders as o
 from services.executor.journal import Journal
-from services.executor.risk import EntryContext, by_priority, check_entry, close_time_ms
+from services.executor.risk import (
+    EntryContext,
+    EntryDecision,
+    by_priority,
+    check_entry,
+    close_time_ms,
+)
 from services.signals.rules import StrategyParams
 from shared import book, keys
 from shared.book import BookPosition
@@ -232,7 +238,7 @@ class Executor:
                 await self.ensure_leverage(signal.symbol)
         except TemporaryError as e:
             log.warning("Entry %s not decided, exchange unreachable: %s", signal.id, e)
-            decision = type(decision)(refused="exchange_unreachable", detail=str(e))
+            decision = EntryDecision(refused="exchange_unreachable", detail=str(e))
         if decision.refused is not None:
             log.info(
                 "Entry refused: %s %s (%s: %s) [%s]",
