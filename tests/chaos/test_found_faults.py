@@ -8,6 +8,9 @@
   exchange slow), so the position had two stops; when one fired and the other expired,
   reconciliation looked only at the stop the book named, missed the fill of the other and
   recorded a stop exit as ``fault`` (the e2e account check of the 30-minute run).
+- The exchange unreachable while an entry was being decided (its balance not readable)
+  crashed the executor: the refusal it meant to record named a variable never assigned
+  (UnboundLocalError, exit code 1 in the 30-minute run, while the simulator restarted).
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ from services.executor import orders as o
 from services.signals.rules import StrategyParams
 from services.state import fold
 from shared import book, keys
+from shared.exchange_errors import TemporaryError
 from shared.order_ids import stop_client_id
 from shared.schemas import (
     EntrySignal,
@@ -110,3 +114,19 @@ async def test_a_position_closed_by_its_repair_stop_is_a_stop_exit(
     await h.rec.run_once()
     [trade] = await book.read_all_trades(h.redis)
     assert (trade.reason, trade.exit_price) == ("stop", 147.0)
+
+
+async def test_an_exchange_outage_while_an_entry_is_decided_refuses_it(
+    make_executor: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL)
+
+    async def unreachable() -> None:
+        raise TemporaryError("balance: ExchangeNotAvailable (retries exhausted)", "balance")
+
+    monkeypatch.setattr(h.executor.client, "balance", unreachable)
+    await h.executor.enter(sig, await h.now())
+    assert await h.executor.journal.settled(sig.id) == "refused:exchange_unreachable"
+    assert h.sim.account.orders == {}
