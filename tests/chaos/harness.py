@@ -11,8 +11,8 @@ port, simulator restarts (SIGKILL or SIGTERM; it resumes its account from its st
 fault phases set through the simulator's ``/_sim/faults`` and a few malformed stream
 messages. A supervisor loop restarts every process that ends, as circus or compose would.
 
-Then it stops breaking things, restarts the simulator once more at real-time speed (the
-market then stands still for the settle), waits with a deadline until the bot is idle and
+Then it stops breaking things, restarts the simulator once more at a tenth of real time
+(the market then stands still for the settle), waits with a deadline until the bot is idle and
 the invariants hold (``tests.chaos.invariants``), checks them once more, and returns the
 summary (``Summary.as_dict``; ``format_summary`` prints it). The package docstring says how
 to run it and what each invariant means.

@@ -1,7 +1,7 @@
 """The CI chaos run: three minutes of the harness against the whole bot, then every check.
 
 One run of ``tests.chaos.harness`` (seed ``SEED``, the market x300) with its chaos phase cut
-to 180 s, plus start and settle: about five minutes on two cores. Asserted: the bot
+to 180 s, plus start and settle: three and a half to four minutes on two cores. Asserted: the bot
 settled, the e2e account check, invariants 1-4, that the chaos really hit every
 single-active service's active copy, Redis and the simulator, and that every process that
 ended by itself did so because it lost its lease (exit code 3), never by a crash.
