@@ -27,8 +27,10 @@ import time
 from collections.abc import Iterator
 from typing import Any
 
+from redis.exceptions import RedisError
+
 from services.executor import orders as o
-from services.executor.journal import Journal
+from services.executor.journal import IntentNotConfirmed, Journal
 from services.executor.risk import (
     EntryContext,
     EntryDecision,
@@ -42,7 +44,13 @@ from shared.book import BookPosition
 from shared.bus import Consumer
 from shared.crash import crash_point
 from shared.exchange import ExchangeClient
-from shared.exchange_errors import OrderRejected, OutcomeUnknown, SendRefused, TemporaryError
+from shared.exchange_errors import (
+    OperationalError,
+    OrderRejected,
+    OutcomeUnknown,
+    SendRefused,
+    TemporaryError,
+)
 from shared.exchange_models import MarketInfo, Order
 from shared.metrics import ENTRIES_REFUSED, ORDERS, SIGNAL_TO_ORDER
 from shared.order_ids import stop_client_id
@@ -239,6 +247,15 @@ class Executor:
         except TemporaryError as e:
             log.warning("Entry %s not decided, exchange unreachable: %s", signal.id, e)
             decision = EntryDecision(refused="exchange_unreachable", detail=str(e))
+        except (OrderRejected, OperationalError) as e:  # e.g. the leverage refused
+            log.error("Entry %s not decided, the exchange refused: %s", signal.id, e)
+            decision = EntryDecision(refused="exchange_rejected", detail=str(e))
+        except (RedisError, ConnectionError):
+            raise  # Redis away: the bus outage policy, not this entry's fault
+        except Exception as e:  # a bug while deciding: refuse this one entry, keep trading
+            log.exception("Entry %s not decided, unexpected %s: refused (please report this "
+                          "log line)", signal.id, type(e).__name__)  # fmt: skip
+            decision = EntryDecision(refused="error", detail=f"{type(e).__name__}: {e}")
         if decision.refused is not None:
             log.info(
                 "Entry refused: %s %s (%s: %s) [%s]",
@@ -259,7 +276,10 @@ class Executor:
         )  # fmt: skip
         submitted = self.event(intent, "submitted", position_id=signal.id, ts=now)
         with self.working_on(intent.client_order_id):  # before the write: resume keeps off
-            await self.journal.open_intent(intent, submitted, pending_symbol=True)
+            try:
+                await self.journal.open_intent(intent, submitted, pending_symbol=True)
+            except IntentNotConfirmed:
+                return  # not sent (the journal said why); the resume loop abandons the intent
             crash_point("entry_intent_written")
             await self.place_entry(intent)
 

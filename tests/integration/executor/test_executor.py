@@ -12,6 +12,7 @@ import logging
 import pytest
 
 from services.executor import orders as o
+from services.executor.risk import EntryContext
 from services.signals.rules import StrategyParams
 from services.state import fold
 from shared import keys
@@ -306,3 +307,38 @@ async def test_a_stop_whose_cancel_failed_is_cancelled_by_the_resume_loop(
     await h.executor.resume()
     assert stop.status == "CANCELED"
     assert await h.executor.journal.stale_stops() == {}
+
+
+async def test_a_bug_while_deciding_an_entry_refuses_it_and_trading_goes_on(
+    make_executor: MakeHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL, ETH)
+    broken, fine = await h.signal(SOL, vr=3.0), await h.signal(ETH, vr=2.0)
+    for i, sig in enumerate((broken, fine)):
+        await h.executor.handle(sig, f"{i + 1}-0")
+    [(close_ms, _)] = await h.executor.journal.batches()
+    entry_context = h.executor.entry_context
+
+    async def buggy_for_sol(symbol: str, now: int) -> EntryContext:
+        if symbol == SOL:
+            raise ZeroDivisionError("float division by zero")
+        return await entry_context(symbol, now)
+
+    monkeypatch.setattr(h.executor, "entry_context", buggy_for_sol)
+    with caplog.at_level(logging.INFO, logger="executor"):
+        await h.executor.allot(close_ms)  # no raise: the executor lives on
+    assert await h.executor.journal.settled(broken.id) == "refused:error"
+    assert f"Entry {broken.id} not decided, unexpected ZeroDivisionError" in caplog.text
+    assert await h.executor.journal.settled(fine.id) == "filled"
+    assert [o.symbol for o in h.sim.account.orders.values()] == ["ETHUSDT"]
+
+
+async def test_leverage_the_exchange_refuses_refuses_the_entry(make_executor: MakeHarness) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL)
+    h.executor.s = h.executor.s.model_copy(update={"leverage": 500})
+    await h.executor.enter(sig, await h.now())
+    assert await h.executor.journal.settled(sig.id) == "refused:exchange_rejected"
+    assert h.sim.account.orders == {}
