@@ -58,6 +58,14 @@ RETRY_FIRST_S = 0.1  # backoff between retries: doubles from this...
 RETRY_MAX_S = 2.0  # ...up to this
 
 
+class Invalid(ValueError):
+    """Raised by a handler for a message that decodes but cannot be true: dead-lettered at once.
+
+    Reason ``invalid``, with the exception's text as the error; no redelivery (a second look
+    finds the same message).
+    """
+
+
 class BusUnavailable(ConnectionError):
     """Redis stayed unreachable for a whole outage window: the service should end.
 
@@ -340,6 +348,9 @@ class Consumer(Generic[M]):
                 continue
             try:
                 await self.handler(msg, entry_id.decode())
+            except Invalid as e:
+                dead.append(self._dead(entry_id, raw, fields, "invalid", str(e), n))
+                continue
             except Exception as e:
                 self._errors.inc()
                 log.warning(

@@ -47,6 +47,9 @@ UNIVERSE = f"{PREFIX}universe"  # JSON: the active universe (shared.book.Univers
 LAST_PRICES = f"{PREFIX}md:prices"  # hash symbol -> JSON {price, ts}: the latest tick
 LAST_CANDLE = f"{PREFIX}md:last_candle"  # hash symbol -> open time of the last published candle
 MD_CLOCK = f"{PREFIX}md:clock"  # exchange ms up to which candles and ticks are published
+# The newest exchange time market_data read, raised (never lowered) before the ticks stamped
+# with it are published: no true tick is dated past it (state refuses those).
+MD_NOW = f"{PREFIX}md:now"
 
 
 def close_expected_key(close_ms: int) -> str:

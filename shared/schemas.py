@@ -31,7 +31,7 @@ OrderSide = Literal["buy", "sell"]
 OrderPurpose = Literal["entry", "stop", "exit"]
 OrderType = Literal["market", "stop_market"]
 ExitReason = Literal["stop", "trail", "fault", "manual", "end"]
-DlqReason = Literal["decode", "handler", "deliveries"]
+DlqReason = Literal["decode", "invalid", "handler", "deliveries"]
 
 Price = Annotated[float, Field(gt=0, allow_inf_nan=False)]
 Quantity = Annotated[float, Field(gt=0, allow_inf_nan=False)]

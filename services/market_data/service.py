@@ -85,6 +85,11 @@ EXPECTED_TTL_S = 86_400  # life of a close's expected-count key
 REDIS_GIVE_UP_S = 60.0  # scans failing on Redis this long end the service (it is restarted)
 # A symbol that cannot be fetched: retries ran out, or the exchange refuses the symbol.
 SYMBOL_ERRORS = (TemporaryError, OrderRejected)
+# Raise tb:md:now to ARGV[1] when that is later: a paused old lease holder cannot lower it.
+RAISE_MD_NOW = (
+    "local v = tonumber(redis.call('GET', KEYS[1]) or '0') "
+    "if tonumber(ARGV[1]) > v then redis.call('SET', KEYS[1], ARGV[1]) end return 1"
+)
 
 
 class MarketClient(Protocol):
@@ -265,6 +270,7 @@ class MarketData:
         if not self.may_act():
             return False
         if ticks:
+            await self.redis.eval(RAISE_MD_NOW, 1, keys.MD_NOW, now)
             await publish_many(self.redis, keys.STREAM_TICKS, ticks)
             prices = {t.symbol: LastPrice(price=t.price, ts=t.ts).dump() for t in ticks}
             await self.redis.hset(keys.LAST_PRICES, mapping=prices)  # type: ignore[arg-type]

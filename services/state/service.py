@@ -28,7 +28,7 @@ from services.state import fold
 from services.state.reconcile import Reconciler
 from shared import book, keys
 from shared.book import BookPosition, ClosedTrade
-from shared.bus import Consumer, publish_in
+from shared.bus import Consumer, Invalid, publish_in
 from shared.crash import crash_point
 from shared.exchange import ExchangeClient
 from shared.metrics import (
@@ -130,6 +130,7 @@ class State:
         self.params = book_.params
         self.newest_tick_ms = 0
         self.last_tick: dict[str, int] = {}
+        self.md_now_ms = 0  # tb:md:now as last read: no true tick is dated past it
 
     async def on_event(self, msg: Message, entry_id: str) -> None:
         """Fold one executor event into the book."""
@@ -166,7 +167,14 @@ class State:
             await self.book.close(pos, ev.price, ev.fee, ev.ts, reason)
 
     async def on_tick(self, tick: PriceTick, entry_id: str) -> None:
-        """Move best prices and ask for exits on one price event; then advance the watermark."""
+        """Move best prices and ask for exits on one price event; then advance the watermark.
+
+        A tick dated past the newest exchange time market_data read (``tb:md:now``) is no
+        exchange's: it is dead-lettered (``Invalid``), so that it can neither trigger an exit
+        nor, as the newest tick seen, make every true tick after it look stale.
+        """
+        if tick.ts > self.md_now_ms:
+            await self._refuse_future(tick)
         if tick.ts < self.last_tick.get(tick.symbol, 0) or (
             tick.ts < self.newest_tick_ms - STALE_TICK_MS
         ):
@@ -178,6 +186,18 @@ class State:
                 if pos.symbol == tick.symbol:
                     await self._price_event(pos, tick)
             await self.ctx.redis.set(keys.STATE_TICK_MS, self.newest_tick_ms)
+
+    async def _refuse_future(self, tick: PriceTick) -> None:
+        """Raise ``Invalid`` for a tick dated past ``tb:md:now`` (none yet: nothing to check)."""
+        raw: Any = await self.ctx.redis.get(keys.MD_NOW)
+        if raw is None:
+            return
+        self.md_now_ms = int(raw)
+        if tick.ts > self.md_now_ms:
+            raise Invalid(
+                f"price tick {tick.symbol} dated {tick.ts} is past the newest exchange time "
+                f"market_data read ({self.md_now_ms}): not an exchange price, ignored"
+            )
 
     async def _price_event(self, pos: BookPosition, tick: PriceTick) -> None:
         out = fold.on_tick(pos, tick.price, tick.ts, self.params)

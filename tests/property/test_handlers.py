@@ -8,7 +8,9 @@ and volumes, candle times far in the past or the future, unknown symbols.
   with, and every signal it publishes is for that candle.
 - State folds events and ticks whole or not at all: a handler that raises on an absurd
   value (an infinite PnL) leaves the book and the streams as they were, for the bus to
-  retry and dead-letter.
+  retry and dead-letter. A tick dated past the exchange time market_data last read is
+  refused (dead-lettered as ``invalid``): it triggers no exit and blinds state to no later
+  tick.
 - The executor sends an entry order only for a signal whose candle closed (on the
   exchange's clock, give or take CLOSE_SLACK_MS), not longer ago than SIGNAL_MAX_AGE_MS, on
   a symbol of the universe, and never raises on an absurd price (a price near zero sizes an
@@ -33,6 +35,7 @@ from services.signals.service import CandleEvaluator
 from services.state.service import Book, State
 from shared import book, keys
 from shared.book import BookPosition, Universe
+from shared.bus import Invalid
 from shared.order_ids import entry_client_id
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import (
@@ -228,11 +231,6 @@ async def snapshot(client: aioredis.Redis) -> tuple[Any, ...]:
     )
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="open: one schema-valid tick dated far in the future makes state skip every later "
-    "tick (STALE_TICK_MS is measured from the newest tick seen) until it restarts",
-)
 async def test_a_tick_from_the_future_does_not_blind_state(
     redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
 ) -> None:
@@ -242,8 +240,14 @@ async def test_a_tick_from_the_future_does_not_blind_state(
         ServiceContext(s, "state", "state-fuzz", redis_client),
         Book(redis_client, StrategyParams.from_settings(s)),
     )
-    await state.on_tick(PriceTick(symbol=ETH, price=3_000.0, ts=2**62), "1-0")
-    await state.on_tick(PriceTick(symbol=SOL, price=140.0, ts=5_000), "2-0")  # through the stop
+    await redis_client.set(keys.MD_NOW, 5_000)  # market_data read the exchange at 5_000
+    with pytest.raises(Invalid, match=r"dated 4611686018427387904 is past the newest exchange"):
+        await state.on_tick(PriceTick(symbol=ETH, price=3_000.0, ts=2**62), "1-0")
+    with pytest.raises(Invalid):  # through the stop, but no exchange's price
+        await state.on_tick(PriceTick(symbol=SOL, price=140.0, ts=5_001), "2-0")
+    assert await redis_client.xlen(keys.STREAM_SIGNALS) == 0
+    await state.on_tick(PriceTick(symbol=SOL, price=140.0, ts=5_000), "3-0")  # a true one
 
     rows: Any = await redis_client.xrange(keys.STREAM_SIGNALS)
-    assert [decode(f[b"d"], ExitSignal).reason for _, f in rows] == ["stop"]
+    exits = [decode(f[b"d"], ExitSignal) for _, f in rows]
+    assert [(e.reason, e.ts) for e in exits] == [("stop", 5_000)]

@@ -11,7 +11,7 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from shared import keys
-from shared.bus import Consumer, publish, publish_many
+from shared.bus import Consumer, Invalid, publish, publish_many
 from shared.redisconn import redis_from_url
 from shared.schemas import Candle, Message, PriceTick, encode
 from tests.integration.bus.helpers import (
@@ -121,6 +121,25 @@ async def test_dead_letter_after_max_deliveries(redis_client: aioredis.Redis) ->
         "tradebot_dlq_messages_total", {"stream": STREAM, "reason": "handler"}
     )
     assert (after or 0) - (before or 0) == 1
+
+
+async def test_an_invalid_message_is_dead_lettered_at_once(redis_client: aioredis.Redis) -> None:
+    seen: list[PriceTick] = []
+
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        if msg.ts == 2:
+            raise Invalid("tick 2 cannot be true")
+        seen.append(msg)
+
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", handle, PriceTick, max_deliveries=3)
+    ids = await publish_many(redis_client, STREAM, [tick(i) for i in range(4)])
+    async with running(consumer):
+        await eventually(lambda: _dlq_len(redis_client, 1))
+        await eventually(lambda: _no_pending(redis_client))
+    assert sorted(m.ts for m in seen) == [0, 1, 3]
+    [dead] = await dlq_entries(redis_client)
+    assert (dead.entry_id, dead.reason, dead.deliveries) == (ids[2], "invalid", 1)
+    assert dead.error == "tick 2 cannot be true"
 
 
 async def _dlq_len(client: aioredis.Redis, n: int) -> bool:

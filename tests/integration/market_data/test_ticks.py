@@ -79,3 +79,18 @@ async def test_an_unlisted_position_symbol_does_not_stop_the_ticks(
     assert await md.scan()
     assert [t.symbol for t in await stream_ticks(redis_client)] == [BTC, BTC]
     assert caplog.text.count("GONE/USDT:USDT has an open position but is not listed") == 1
+
+
+async def test_md_now_is_raised_before_the_ticks_and_never_lowered(
+    sim: SimHandle, make_scanner: MakeScanner, redis_client: aioredis.Redis
+) -> None:
+    md = await make_scanner(sim, top_n=2, coin_rotate_hours=1000)
+    assert await md.scan()
+    now = sim.sim.now_ms()
+    assert int(await redis_client.get(keys.MD_NOW) or 0) == now
+    assert all(t.ts <= now for t in await stream_ticks(redis_client))
+
+    await redis_client.set(keys.MD_NOW, now + 3_600_000)  # a newer holder read a later clock
+    sim.step(1)
+    assert await md.scan()
+    assert int(await redis_client.get(keys.MD_NOW) or 0) == now + 3_600_000
