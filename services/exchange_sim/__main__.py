@@ -147,12 +147,13 @@ def main(
     if replay is None and start_ms is None:
         sim.advance_to(int(time.time() * 1000))  # the warm-up ends on a candle: catch up
     shown = api_secret if api_secret == DEFAULT_API_SECRET else "(custom, not shown)"
+    shown_key = api_key if api_key == DEFAULT_API_KEY else "(custom, not shown)"
     log.info(
         "Exchange simulator on http://%s:%d api-key=%s api-secret=%s symbols=%d %s speed=%g "
         "faults=%s garbage=%s state=%s",
         host,
         port,
-        api_key,
+        shown_key,
         shown,
         len(sim.specs),
         f"replay={replay}" if replay else f"synthetic seed={seed}",

@@ -123,3 +123,24 @@ async def test_started_alone_it_serves_and_ccxt_can_trade(tmp_path: Path) -> Non
     assert "api-key=sim-api-key" in log
     saved = json.loads(state.read_text())["account"]
     assert list(saved["positions"]) == ["ETHUSDT"]
+
+
+@pytest.mark.slow
+async def test_a_custom_key_and_secret_are_not_logged(tmp_path: Path) -> None:
+    key, secret = "myOwnSimKey-8d1f", "myOwnSimSecret-42aa"
+    port = free_port()
+    with (tmp_path / "sim.log").open("w") as out:
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "services.exchange_sim", "--port", str(port), "--speed", "0",
+            "--symbols", "2", "--api-key", key, "--api-secret", secret,
+            cwd=ROOT, stdout=out, stderr=out,
+        )  # fmt: skip
+    try:
+        await wait_until_serving(f"http://127.0.0.1:{port}", proc)
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        assert await asyncio.wait_for(proc.wait(), 30) == 0
+    log = (tmp_path / "sim.log").read_text()
+    assert "api-key=(custom, not shown) api-secret=(custom, not shown)" in log
+    assert key not in log
+    assert secret not in log
