@@ -69,6 +69,8 @@ async def fault_middleware(request: web.Request, handler: Handler) -> web.Stream
     if plan.latency_ms:
         await asyncio.sleep(plan.latency_ms / 1000)
     kind = plan.draw()
+    if kind is not None:
+        plan.record(sim_of(request).now_ms(), request.method, request.path, kind)
     if kind == "http5xx":
         return web.Response(status=plan.status_5xx(), text="Service Unavailable")
     if kind == "http429":
@@ -279,8 +281,13 @@ async def control_path(request: web.Request) -> web.Response:
 
 async def control_faults(request: web.Request) -> web.Response:
     """GET or POST /_sim/faults: read, or set {"rates", "garbage", "garbage_paths", "seed",
-    "latency_ms", "timeout_hold_s", "reset_counts"}; nothing changes when any is invalid."""
+    "latency_ms", "timeout_hold_s", "reset_counts"}; nothing changes when any is invalid.
+
+    ``GET /_sim/faults?events_after=N`` also returns the injected faults numbered above N
+    (``events``: exchange time, method, path, kind; the newest 10,000 are kept).
+    """
     plan = sim_of(request).faults
+    after = request.query.get("events_after")
     if request.method == "POST":
         body = await json_body(request)
         seed = body.get("seed")
@@ -303,7 +310,12 @@ async def control_faults(request: web.Request) -> web.Response:
         plan.latency_ms, plan.timeout_hold_s = latency_ms, hold
         if body.get("reset_counts"):
             plan.counts.clear()
-    return web.json_response(plan.snapshot())
+    answer = plan.snapshot()
+    if after is not None:
+        if not after.isdigit():
+            raise invalid("events_after")
+        answer["events"] = plan.events_after(int(after))
+    return web.json_response(answer)
 
 
 async def control_state(request: web.Request) -> web.Response:

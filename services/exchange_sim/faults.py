@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import math
 import random
-from collections import Counter
+from collections import Counter, deque
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -54,6 +54,9 @@ def checked_rates(rates: Mapping[str, Any], known: Sequence[str], what: str) -> 
     return {k: float(v) for k, v in rates.items() if v > 0}
 
 
+EVENTS_KEPT = 10_000
+
+
 @dataclass
 class FaultPlan:
     """Per-kind probabilities, added latency and the paths they apply to; draws are seeded."""
@@ -66,6 +69,9 @@ class FaultPlan:
     garbage: dict[str, float] = field(default_factory=dict)
     garbage_paths: tuple[str, ...] = ()  # empty: every market data path
     counts: Counter[str] = field(default_factory=Counter)
+    # The newest injected faults, numbered from 1: {"n", "ms" (exchange time), "method",
+    # "path", "kind"}; read with GET /_sim/faults?events_after=N.
+    events: deque[dict[str, Any]] = field(default_factory=lambda: deque(maxlen=EVENTS_KEPT))
     _rng: random.Random = field(default_factory=random.Random, repr=False)
 
     def __post_init__(self) -> None:
@@ -104,6 +110,15 @@ class FaultPlan:
         """Return the fault for the next request (or None), and count it."""
         self.counts["requests"] += 1
         return self._pick(self.rates, KINDS)
+
+    def record(self, ms: int, method: str, path: str, kind: str) -> None:
+        """Remember one injected fault (the oldest is forgotten past ``EVENTS_KEPT``)."""
+        n = self.events[-1]["n"] + 1 if self.events else 1
+        self.events.append({"n": n, "ms": ms, "method": method, "path": path, "kind": kind})
+
+    def events_after(self, n: int) -> list[dict[str, Any]]:
+        """Return the remembered faults numbered above ``n``, oldest first."""
+        return [e for e in self.events if e["n"] > n]
 
     def draw_garbage(self, applicable: Sequence[str], path: str = "") -> str | None:
         """Return the corruption of the next market data answer (or None), and count it.

@@ -94,8 +94,10 @@ The invariants (``invariants.py``; checked against the simulator's ledger, GET /
    the figure. Each stretch is then matched against the harness's disruption windows
    (``Chaos.disrupt``): the active executor killed (a takeover: lease TTL, then the new
    holder's fence of recvWindow plus 1 s) or paused (the pause or a takeover, the longer),
-   Redis or the simulator down or paused, and any fault phase (its length plus a timed-out
-   send's 10 s and the recvWindow wait before it is resent); each window ends
+   Redis or the simulator down or paused, a latency phase, and each fault the simulator
+   injected on an order request (it lists them with their time and path: a timeout costs
+   the client's 10 s and a recvWindow plus 1 s before the lookup, a lost answer, reset or
+   5xx that recvWindow wait, a 429/418 its backoff of up to 4 s); each window ends
    ``RECOVER_S`` (3 s) after the thing is back. Asserted: a position no window touched had
    its stop within two scan intervals (2 x 0.2 s here); any position within the bound of
    one takeover plus one timed-out send plus the recovery (5 + 12 + 3 = 20 s here). The

@@ -351,6 +351,12 @@ class Chaos:
         fence_s = (int(self.stack.env["TB_RECV_WINDOW_MS"]) + tuning.settle_slack_ms) / 1000
         self.takeover_s = self.ttl_s + fence_s
         self.resend_s = tuning.timeout_ms / 1000 + fence_s  # a send that timed out, resent
+        # How long a fault injected on an order request can hold up an order flow: a timeout
+        # is waited out, then the order looked up after a recvWindow; a lost answer, reset
+        # or 5xx is looked up within a recvWindow; a 429/418 is backed off (about 1 to 4 s).
+        self.fault_cost_s = {"timeout": self.resend_s, "drop": fence_s, "reset": fence_s,
+                             "http5xx": fence_s, "http429": 4.0, "http418": 4.0}  # fmt: skip
+        self.fault_cursor = 0  # the running simulator's last fault event read
         self.disruptions: list[Disruption] = []
         self.down_since: dict[str, float] = {}  # Redis, the simulator: when they went down
         self.service_of: dict[str, str] = {}
@@ -474,6 +480,7 @@ class Chaos:
             "--start-ms", str(self.market_start_ms), "--warmup", str(warmup),
         )  # fmt: skip
         self.incarnations.append(Incarnation(clock_ms, time.monotonic(), speed))
+        self.fault_cursor = 0
         if SIM in self.down_since:
             self.disrupt("simulator down", self.down_since.pop(SIM), time.monotonic())
         self.counts_seen = Counter()
@@ -502,14 +509,21 @@ class Chaos:
             self.stack.sim_post("/_sim/faults", body)
 
     def read_fault_counts(self) -> None:
-        """Remember the running simulator's fault counters (they die with its process)."""
+        """Remember the running simulator's fault counters and the faults injected on order
+        requests (both die with its process): each of those is a disruption of the stop path."""
         if not self.sim_up():
             return
-        answer = self.stack.sim_get("/_sim/faults")
+        answer = self.stack.sim_get(f"/_sim/faults?events_after={self.fault_cursor}")
         if answer is not None:
             counts = Counter({k: int(v) for k, v in answer["counts"].items()})
             self.summary.faults.update(counts - self.counts_seen)
             self.counts_seen = counts
+            for e in answer["events"]:
+                self.fault_cursor = max(self.fault_cursor, int(e["n"]))
+                if "order" in e["path"].lower():
+                    at = self.to_wall(int(e["ms"]))
+                    self.disrupt(f"{e['kind']} on an order request", at,
+                                 at + self.fault_cost_s[e["kind"]])  # fmt: skip
 
     # --- Redis -------------------------------------------------------------------------------
 
@@ -621,9 +635,9 @@ class Chaos:
             self.phase = a
             self.summary.fault_phases[a.target] += 1
             self.apply_faults()
-            if PHASES[a.target] or a.latency_ms:
+            if a.latency_ms:  # every request slower: the whole phase (faults: their events)
                 now = time.monotonic()
-                self.disrupt(f"faults {a.target}", now, now + a.length + self.resend_s)
+                self.disrupt("latency", now, now + a.length + a.latency_ms / 1000)
             self.note(f"faults: {a.target} {PHASES[a.target]} latency {a.latency_ms} ms")
             return True
         if a.kind == "malformed":

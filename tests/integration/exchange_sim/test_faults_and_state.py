@@ -69,6 +69,30 @@ async def test_fault_draws_are_seeded_and_shared_rates_are_counted(sim: SimHandl
     assert 0 < first.count("429") < 30
 
 
+async def test_injected_faults_are_listed_with_time_and_path(sim: SimHandle) -> None:
+    sim.set_faults({"http5xx": 0.5}, seed=5)
+    async with aiohttp.ClientSession() as http:
+        statuses = []
+        for _ in range(10):
+            async with http.get(f"{sim.base_url}/fapi/v1/time") as r:
+                statuses.append(r.status)
+        async with http.get(f"{sim.base_url}/_sim/faults") as r:
+            assert "events" not in await r.json()  # only when asked for
+        async with http.get(f"{sim.base_url}/_sim/faults?events_after=0") as r:
+            events = (await r.json())["events"]
+        async with http.get(f"{sim.base_url}/_sim/faults?events_after=1") as r:
+            later = (await r.json())["events"]
+        async with http.get(f"{sim.base_url}/_sim/faults?events_after=-1") as r:
+            assert (r.status, (await r.json())["code"]) == (400, -1130)
+    assert len(events) == sum(s >= 500 for s in statuses) > 1
+    assert [e["n"] for e in events] == list(range(1, len(events) + 1))
+    assert {(e["method"], e["path"], e["kind"]) for e in events} == {
+        ("GET", "/fapi/v1/time", "http5xx")
+    }
+    assert all(e["ms"] == sim.sim.now_ms() for e in events)  # the clock stands still here
+    assert later == events[1:]
+
+
 async def test_control_endpoint_sets_faults_and_steps(sim: SimHandle) -> None:
     async with aiohttp.ClientSession() as http:
         async with http.post(
