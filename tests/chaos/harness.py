@@ -671,7 +671,7 @@ class Chaos:
             active = self.is_active(name)
             self.ending.add(name)
             self.stack.kill(name)
-            if active and a.target == "executor":
+            if a.target == "executor" and (active or not self.redis_up()):  # (can't tell)
                 now = time.monotonic()
                 self.disrupt("executor killed", now, now + self.takeover_s)
             self.summary.kills[a.target] += 1
@@ -683,7 +683,7 @@ class Chaos:
             if pid is None:
                 self.summary.skipped[a.kind] += 1
                 return True
-            executor = a.target == "executor" and self.is_active(name)
+            executor = a.target == "executor" and (self.is_active(name) or not self.redis_up())
             os.kill(pid, signal.SIGSTOP)
             now = time.monotonic()
             self.paused[name] = now + a.length
