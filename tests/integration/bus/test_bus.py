@@ -11,9 +11,9 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from shared import keys
-from shared.bus import Consumer, Invalid, publish, publish_many
+from shared.bus import Consumer, Invalid, ensure_group, publish, publish_many
 from shared.redisconn import redis_from_url
-from shared.schemas import Candle, Message, PriceTick, encode
+from shared.schemas import Candle, Message, PriceTick, decode, encode
 from tests.integration.bus.helpers import (
     GROUP,
     STREAM,
@@ -185,6 +185,23 @@ async def test_group_recreated_after_stream_deleted(redis_client: aioredis.Redis
     assert [g["name"].decode() for g in groups] == [GROUP]
 
 
+async def test_a_group_recreated_reads_what_was_added_while_it_was_gone(
+    redis_client: aioredis.Redis,
+) -> None:
+    seen: list[PriceTick] = []
+    consumer = make_consumer(redis_client, seen)
+    await publish(redis_client, STREAM, tick(1))
+    await ensure_group(redis_client, STREAM, GROUP)
+    for _ in range(3):
+        await consumer.poll()
+    assert [m.ts for m in seen] == [1]
+    await redis_client.xgroup_destroy(STREAM, GROUP)
+    await publish_many(redis_client, STREAM, [tick(2), tick(3)])  # while the group is gone
+    for _ in range(5):  # NOGROUP: the group is recreated (from 0), then read
+        await consumer.poll()
+    assert [m.ts for m in seen] == [1, 1, 2, 3]  # 1 again (handlers are idempotent), not lost
+
+
 @pytest.mark.parametrize("bad", [0, -1])
 async def test_consumer_rejects_bad_options(redis_client: aioredis.Redis, bad: int) -> None:
     with pytest.raises(ValueError, match="must be > 0"):
@@ -278,3 +295,22 @@ async def test_delivery_counts_found_past_many_of_our_own_pending_entries(
         (last, "deliveries", 8),
     ]
     assert seen == []
+
+
+@pytest.mark.parametrize("how", ["publish", "publish_many"])
+async def test_a_stream_stays_bounded_by_its_maxlen(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, how: str
+) -> None:
+    monkeypatch.setitem(keys.STREAM_MAXLEN, STREAM, 200)
+    for batch in range(10):
+        msgs = [tick(batch * 100 + i) for i in range(100)]
+        if how == "publish":
+            for m in msgs:
+                await publish(redis_client, STREAM, m)
+        else:
+            await publish_many(redis_client, STREAM, msgs)
+    # Approximate trimming drops whole nodes (100 entries each by default): 200 to 300 stay,
+    # the newest ones, of the 1 000 published.
+    assert 200 <= await redis_client.xlen(STREAM) <= 300
+    newest: Any = await redis_client.xrevrange(STREAM, count=1)
+    assert decode(newest[0][1][b"d"], PriceTick).ts == 999

@@ -80,6 +80,17 @@ def test_insufficient_margin_and_position_limit() -> None:
     assert e.value.code == -2027
 
 
+def test_the_margin_check_counts_the_fee() -> None:
+    # 0.1 BTC at 60 000 = 6 000 notional: 300 margin at 20x, plus a 3 fee (0.05 %).
+    with pytest.raises(SimError) as e:
+        buy(fresh(302.99), 0.1)  # the margin alone would fit, not with the fee
+    assert e.value.code == -2019
+    acct = fresh(303.0)
+    buy(acct, 0.1)  # margin and fee exactly
+    assert acct.position("BTCUSDT").amount == pytest.approx(0.1)
+    assert acct.wallet == pytest.approx(300.0)
+
+
 @pytest.mark.parametrize(
     ("qty", "code"), [(0.0, -4003), (0.0005, -1111), (0.0001, -1111), (20_000.0, -1013)]
 )
@@ -104,6 +115,30 @@ def test_stop_triggers_once_at_trigger_and_refuses_immediate_trigger() -> None:
     assert spawned.orig_type == "STOP_MARKET"
     assert spawned.client_order_id != "s"  # a new order, found through actualOrderId
     assert engine.trigger_stops(acct, BTC, 50_000.0, PRICES, 5) == []
+
+
+@pytest.mark.parametrize(
+    ("side", "trigger", "misses", "hits"),
+    [
+        # A long's SELL stop below the price: fires at its trigger or lower, not a tick above.
+        ("SELL", 58_800.0, [58_800.1, 60_000.0], [58_800.0, 58_799.9, 50_000.0]),
+        # A short's BUY stop above the price: fires at its trigger or higher, not a tick below.
+        ("BUY", 61_200.0, [61_199.9, 60_000.0, 50_000.0], [61_200.0, 61_200.1, 70_000.0]),
+    ],
+)
+def test_a_stop_fires_exactly_when_the_price_reaches_its_trigger(
+    side: str, trigger: float, misses: list[float], hits: list[float]
+) -> None:
+    for hit in hits:
+        acct = fresh()
+        (sell if side == "BUY" else buy)(acct, 0.1)
+        algo = engine.place_stop(acct, BTC, side, 0.1, trigger, 60_000.0, 2, "s", True, False)
+        for miss in misses:
+            assert engine.trigger_stops(acct, BTC, miss, PRICES, 3) == [], (side, miss)
+            assert algo.status == "NEW"
+        assert engine.trigger_stops(acct, BTC, hit, PRICES, 4) == [algo], (side, hit)
+        assert (algo.status, algo.actual_price) == ("FINISHED", trigger)  # filled at the trigger
+        assert acct.position("BTCUSDT").amount == 0
 
 
 def test_close_position_stop_closes_whatever_is_open() -> None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 from typing import Any, get_args
 
 import orjson
@@ -106,7 +107,7 @@ messages = st.one_of(
     ),
     st.builds(
         DlqEntry, stream=names, group=names, entry_id=names,
-        reason=st.sampled_from(["decode", "handler", "deliveries"]), error=st.text(),
+        reason=st.sampled_from(["decode", "invalid", "handler", "deliveries"]), error=st.text(),
         deliveries=st.integers(0, 100), payload=st.text(), ts=times,
     ),
 )  # fmt: skip
@@ -190,6 +191,17 @@ def test_missing_field_is_named(model: type[Candle] | None, field: str) -> None:
     with pytest.raises(SchemaError, match=field) as err:
         decode(orjson.dumps(obj), model) if model else decode(orjson.dumps(obj))
     assert err.value.field == field
+
+
+@settings(max_examples=100, deadline=None)
+@given(messages, st.sampled_from([math.nan, math.inf, -math.inf]))
+def test_no_float_field_of_any_message_takes_a_non_finite_value(msg: Message, bad: float) -> None:
+    # Straight to the schema (a JSON parser may refuse NaN before the schema sees it).
+    fields = msg.model_dump()
+    floats = [name for name, value in fields.items() if isinstance(value, float)]
+    for name in floats:
+        with pytest.raises(ValueError, match="finite"):
+            type(msg).model_validate({**fields, name: bad})
 
 
 @pytest.mark.parametrize("literal", [b"NaN", b"Infinity", b"-Infinity", b"1e999"])

@@ -13,6 +13,12 @@ def test_quantity_is_margin_times_leverage_over_price() -> None:
     assert position_quantity(10_000, 100.0, 0.8, 3, 3) == 80.0
 
 
+def test_leverage_and_max_positions_each_play_their_own_part() -> None:
+    # margin = 10000 * 0.5 / 4 = 1250; quantity = 1250 * 5 / 100 = 62.5 (swapped: 40)
+    assert position_quantity(10_000, 100.0, 0.5, 4, 5) == 62.5
+    assert position_quantity(10_000, 100.0, 0.5, 5, 4) == 40.0
+
+
 def test_quantity_rounds_down_to_amount_step() -> None:
     q = position_quantity(10_000, 30.0, 0.8, 3, 3, MarketLimits(amount_step=0.1))
     assert q == 266.6  # 266.666... rounded down, not to nearest
