@@ -588,7 +588,7 @@ class ExchangeClient:
         symbol: str,
         since_ms: int,
         params: dict[str, Any],
-        page: int = HISTORY_PAGE,
+        page: int | None = None,
     ) -> list[Any]:
         """Page through a Binance history endpoint in windows of at most 7 days, up to now.
 
@@ -598,6 +598,7 @@ class ExchangeClient:
         millisecond, not the one after: rows sharing it (one order's many fills) may
         straddle the page boundary. Rows read twice are dropped by id.
         """
+        page = page or HISTORY_PAGE  # read now, not at import: tests shrink it
         end = await self.server_time()
         if end - since_ms > HISTORY_MAX_WINDOWS * WEEK_MS:
             raise ValueError(f"{call}: since_ms is more than {HISTORY_MAX_WINDOWS} weeks ago")

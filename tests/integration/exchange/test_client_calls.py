@@ -183,3 +183,18 @@ async def test_stop_history_pages_past_the_algo_endpoint_cap(
         engine.cancel_algo(sim.account, algo, t)
     history = await client.stop_order_history(BTC, now - 3_600_000)
     assert [o.client_order_id for o in history] == [f"tb-h{i}" for i in range(130)]
+
+
+async def test_trade_history_keeps_fills_that_share_a_millisecond_across_pages(
+    client: ExchangeClient, sim: SimHandle, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Over real HTTP (userTrades paged by the simulator as Binance does), three rows a page:
+    # the fills at t0+20 straddle the first page; the next page must not skip any of them.
+    monkeypatch.setattr("shared.exchange.HISTORY_PAGE", 3)
+    spec, t0 = sim.sim.specs["BTCUSDT"], sim.sim.now_ms() - 1_000
+    prices = {"BTCUSDT": 60_000.0}
+    for i, t in enumerate([10, 20, 20, 20, 30]):
+        engine.fill_market(sim.account, spec, "BUY", 0.01, 60_000.0, prices, t0 + t, f"tb-p{i}")
+    trades = await client.trade_history(BTC, t0)
+    assert [t.timestamp - t0 for t in trades] == [10, 20, 20, 20, 30]
+    assert len({t.id for t in trades}) == 5
