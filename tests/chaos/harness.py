@@ -240,6 +240,8 @@ class Summary:
     exits: list[dict[str, Any]] = field(default_factory=list)
     takeovers: dict[str, int] = field(default_factory=dict)
     orders: dict[str, int] = field(default_factory=dict)
+    unknown_outcomes: int = 0  # order flows the executor left to its resume loop
+    order_request_faults: int = 0  # faults the simulator injected on order requests
     trades: int = 0
     open_positions: int = 0
     settled: bool = False
@@ -276,6 +278,8 @@ class Summary:
             "process_exits_not_caused_by_the_harness": self.exits,
             "takeovers": self.takeovers,
             "orders": self.orders,
+            "unknown_outcomes": self.unknown_outcomes,
+            "order_request_faults": self.order_request_faults,
             "trades": self.trades,
             "open_positions": self.open_positions,
             "settled": self.settled,
@@ -309,6 +313,8 @@ def format_summary(s: dict[str, Any]) -> str:
         f"  other exits     {len(s['process_exits_not_caused_by_the_harness'])}: "
         f"{Counter(str(e['code']) for e in s['process_exits_not_caused_by_the_harness'])}",
         f"  orders          {s['orders']}",
+        f"  unknown outcome {s['unknown_outcomes']} order flows (of {s['order_request_faults']} "
+        "faults on order requests)",
         f"  trades          {s['trades']} closed, {s['open_positions']} open at the end",
         f"  settled         {s['settled']} {s['settle_note']}",
         f"  account check   {s['account_check']} (tests/e2e/scripted.py check_account)",
@@ -859,6 +865,13 @@ class Chaos:
             "total": len(snap.orders), "entries": purposes["entry"], "exits": purposes["exit"],
             "stop_fills": spawned, "stops_placed": len(snap.algos),
         }  # fmt: skip
+        s.unknown_outcomes = sum(
+            self.stack.log(n).count("outcome unknown")
+            for n, service in self.service_of.items() if service == "executor"
+        )  # fmt: skip
+        s.order_request_faults = sum(
+            d.cause.endswith("on an order request") for d in self.disruptions
+        )
         s.trades = len(snap.trades)
         s.open_positions = sum(not e.closed for e in eps)
         s.takeovers = self.takeovers()

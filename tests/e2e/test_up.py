@@ -91,6 +91,31 @@ def _started_pid(workdir: Path, name: str, after: int = 0) -> int:
     return pids[-1] if pids else 0
 
 
+def _alive(pid: int) -> bool:
+    """Return whether a process runs (a zombie waiting for init's reaping does not)."""
+    try:
+        status = Path(f"/proc/{pid}/status").read_text()
+    except FileNotFoundError:
+        return False
+    return "\nState:\tZ" not in status
+
+
+EVERY_PROCESS = {"exchange_sim", "market_data", "signals-1", "executor", "state"}
+
+
+def _all_started(workdir: Path) -> bool:
+    """Return whether `tradebot up` has logged the start of every process."""
+    return set(re.findall(r"tradebot up: ([\w-]+) started", _up_log(workdir))) >= EVERY_PROCESS
+
+
+def _every_child_gone(workdir: Path) -> None:
+    """Assert that every process `tradebot up` logged as started has ended."""
+    pids = [int(m) for m in re.findall(r"started \(pid (\d+)\)", _up_log(workdir))]
+    assert _all_started(workdir)
+    running = [pid for pid in pids if _alive(pid)]
+    assert not running, f"still running after tradebot up ended: {running}"
+
+
 def _closed(port: int) -> bool:
     with socket.socket() as s:
         return s.connect_ex(("127.0.0.1", port)) != 0
@@ -107,9 +132,11 @@ def test_up_runs_embedded_redis_with_aof_and_the_simulator(tmp_path: Path) -> No
         _eventually(lambda: urllib.request.urlopen(url, timeout=2).status == 200, what="the sim")
         client.set("tb:test:durable", "yes")
         client.close()
+        _eventually(lambda: _all_started(tmp_path), what="every process started")
     finally:
         out = _stop(proc, tmp_path)
-    assert proc.returncode is not None
+    assert proc.returncode == 0, out
+    _every_child_gone(tmp_path)
     lines = out.splitlines()
     assert lines[0].startswith("tradebot up: mode=paper")
     assert f"logs:   {tmp_path / 'logs'}/<process>_YYYY-MM-DD.log" in lines[1]
@@ -205,8 +232,10 @@ def test_closing_the_terminal_stops_every_child(tmp_path: Path) -> None:
         _eventually(lambda: bool(client.ping()), what="the embedded server")
         client.close()
         _eventually(lambda: not _closed(sim_port), what="the simulator")
+        _eventually(lambda: _all_started(tmp_path), what="every process started")
     finally:
         _stop(proc, tmp_path, signal.SIGHUP)
     assert proc.returncode == 0
+    _every_child_gone(tmp_path)
     assert _closed(redis_port)
     assert _closed(sim_port)
