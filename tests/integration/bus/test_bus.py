@@ -24,6 +24,9 @@ from tests.integration.bus.helpers import (
     text,
     tick,
 )
+from tests.integration.bus.servers import redis_server
+
+__all__ = ["redis_server"]  # every test here runs on Valkey and on Redis
 
 
 def make_consumer(

@@ -11,6 +11,9 @@ from prometheus_client import REGISTRY
 from shared import keys
 from shared.redisconn import EmbeddedRedis, Lease
 from tests.integration.bus.helpers import eventually
+from tests.integration.bus.servers import redis_server
+
+__all__ = ["redis_server"]  # every test here runs on Valkey and on Redis
 
 SERVICE = "executor"
 

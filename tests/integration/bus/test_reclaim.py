@@ -17,6 +17,9 @@ from shared.bus import Consumer, publish_many
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import PriceTick
 from tests.integration.bus.helpers import GROUP, STREAM, eventually, running, tick
+from tests.integration.bus.servers import redis_server
+
+__all__ = ["redis_server"]  # every test here runs on Valkey and on Redis
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -13,6 +13,9 @@ from shared.bus import Consumer, publish, publish_many
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import PriceTick
 from tests.integration.bus.helpers import GROUP, STREAM, eventually, pending_count, running, tick
+from tests.integration.bus.servers import redis_server
+
+__all__ = ["redis_server"]  # every test here runs on Valkey and on Redis
 
 
 async def _snapshot(client: aioredis.Redis) -> tuple[Any, ...]:
