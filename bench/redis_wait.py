@@ -45,7 +45,8 @@ from redis.asyncio.client import Pipeline
 
 from shared import keys
 from shared.bus import publish_in
-from shared.redisconn import _RENEW, EmbeddedRedis, ReplicaAck, redis_from_url, write_confirmed
+from shared.lease import _RENEW
+from shared.redisconn import EmbeddedRedis, ReplicaAck, redis_from_url, write_confirmed
 from shared.schemas import OrderEvent, OrderIntent, encode
 
 WARMUP_S = 0.3

@@ -28,9 +28,10 @@ from shared import keys, streamstats
 from shared.book import Heartbeat
 from shared.bus import BusUnavailable
 from shared.config import Settings
+from shared.lease import Lease
 from shared.log import error_text, setup_logging
 from shared.metrics import HEARTBEAT_TS, SERVICE_RESTARTS, SERVICE_UP, serve_metrics
-from shared.redisconn import Lease, connect
+from shared.redisconn import connect
 
 log = logging.getLogger(__name__)
 

@@ -9,7 +9,8 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from shared import keys
-from shared.redisconn import EmbeddedRedis, Lease
+from shared.lease import Lease
+from shared.redisconn import EmbeddedRedis
 from tests.integration.bus.helpers import eventually
 from tests.integration.bus.servers import redis_server
 

@@ -25,9 +25,9 @@ from services.executor.journal import IntentNotConfirmed, Journal
 from services.executor.service import Executor
 from shared import keys
 from shared.exchange import ExchangeClient
+from shared.lease import Lease
 from shared.order_ids import entry_client_id
 from shared.redisconn import (
-    Lease,
     ReplicaNotConfirmed,
     replica_ack_of,
     write_confirmed,
@@ -169,7 +169,7 @@ async def test_lease_counts_only_confirmed_writes(
     stop_replica(pair)
     other = Lease(acked_client, "executor", 1500)
     before = unconfirmed("lease")
-    with caplog.at_level(logging.WARNING, logger="shared.redisconn"):
+    with caplog.at_level(logging.WARNING, logger="shared.lease"):
         assert not await other.acquire()
         assert not await other.acquire()
     assert not other.held()

@@ -23,9 +23,9 @@ from services.executor.journal import Journal
 from shared.bus import Consumer, publish
 from shared.cli import app
 from shared.config import Settings, load_settings
+from shared.lease import Lease
 from shared.redisconn import (
     BotRedis,
-    Lease,
     ReplicaAck,
     connect,
     free_port,
