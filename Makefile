@@ -6,7 +6,7 @@ STAMP := $(VENV)/.installed
 # pip itself is pinned too (the Dockerfile pins the same version).
 PIP_VERSION := 26.3
 
-.PHONY: run test test-fast lint bench chaos install lock clean
+.PHONY: run test test-fast lint bench chaos mutation install lock clean
 
 # Every dependency comes from requirements-dev.lock (exact versions and hashes); the project
 # itself is then installed editable without dependencies, built by the setuptools pinned there.
@@ -43,6 +43,14 @@ bench: $(STAMP)
 # then checked; prints the summary and writes it to out/chaos-summary.json (tests/chaos).
 chaos: $(STAMP)
 	$(BIN)/python -m tests.chaos.run --minutes $(or $(MINUTES),30) --json out/chaos-summary.json
+
+# Mutation testing (docs/mutation.md): mutmut plants small bugs, one at a time, in the modules
+# where a bug costs money and runs the tests that reach each one; then the report prints the
+# killed ratio per module and every surviving mutant. Slow (hours on 2 cores); not in CI.
+# Resumes where it stopped; JOBS=N mutants at once (default 8: most tests wait on I/O).
+mutation: $(STAMP)
+	$(BIN)/mutmut run --max-children $(or $(JOBS),8) || true
+	$(BIN)/python -m tests.mutation.report --quiet
 
 # Regenerate requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra)
 # from pyproject.toml with pip-tools, installed in a throwaway venv. Pins already in the
