@@ -29,10 +29,10 @@ ROOT = Path(__file__).resolve().parents[2]
 SURVIVORS = Path(__file__).with_name("survivors.toml")
 
 # mutmut's exit codes (mutmut/stats.py): anything else is "suspicious".
-KILLED = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout"}
-KILLED |= {255: "timeout", 37: "type check"}
-NOT_RUN = {None: "not checked", 34: "skipped", 2: "interrupted"}
-SURVIVED = {0: "survived", 5: "no tests", 33: "no tests"}
+KILLED: dict[int | None, str] = {1: "killed", 3: "killed", 36: "timeout", 24: "timeout"}
+KILLED |= {-24: "timeout", 152: "timeout", 255: "timeout", 37: "type check"}
+NOT_RUN: dict[int | None, str] = {None: "not checked", 34: "skipped", 2: "interrupted"}
+SURVIVED: dict[int | None, str] = {0: "survived", 5: "no tests", 33: "no tests"}
 
 
 @dataclass
