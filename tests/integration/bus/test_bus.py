@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import time
 from collections import Counter
 from typing import Any
 
@@ -11,9 +12,9 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from shared import keys
-from shared.bus import Consumer, Invalid, ensure_group, publish, publish_many
-from shared.redisconn import redis_from_url
-from shared.schemas import Candle, Message, PriceTick, decode, encode
+from shared.bus import Consumer, Invalid, ensure_group, publish, publish_in, publish_many
+from shared.redisconn import EmbeddedRedis, redis_from_url
+from shared.schemas import Candle, DlqEntry, Message, PriceTick, decode, encode
 from tests.integration.bus.helpers import (
     GROUP,
     STREAM,
@@ -160,6 +161,7 @@ async def test_poison_entries_go_to_dlq_and_consumer_goes_on(redis_client: aiore
         {b"d": bad_price},
     ]
     poison_ids = [text(await redis_client.xadd(STREAM, p)) for p in poison]
+    started_ms = int(time.time() * 1000)
     await publish(redis_client, STREAM, tick(7))
     async with running(make_consumer(redis_client, seen)) as task:
         await eventually(lambda: len(seen) == 1)
@@ -170,6 +172,8 @@ async def test_poison_entries_go_to_dlq_and_consumer_goes_on(redis_client: aiore
     dead = await dlq_entries(redis_client)
     assert [d.entry_id for d in dead] == poison_ids
     assert {d.reason for d in dead} == {"decode"}
+    assert dead[1].error == "entry has no 'd' field"
+    assert all(started_ms <= d.ts <= time.time() * 1000 for d in dead)
     assert "version" in dead[2].error
     assert "price" in dead[3].error
     assert await pending_count(redis_client) == 0
@@ -300,20 +304,66 @@ async def test_delivery_counts_found_past_many_of_our_own_pending_entries(
     assert seen == []
 
 
-@pytest.mark.parametrize("how", ["publish", "publish_many"])
+@pytest.mark.parametrize("how", ["publish", "publish_many", "publish_in"])
 async def test_a_stream_stays_bounded_by_its_maxlen(
     redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch, how: str
 ) -> None:
     monkeypatch.setitem(keys.STREAM_MAXLEN, STREAM, 200)
+    published = {"stream": STREAM}
+    before = REGISTRY.get_sample_value("tradebot_bus_published_total", published) or 0
     for batch in range(10):
         msgs = [tick(batch * 100 + i) for i in range(100)]
         if how == "publish":
             for m in msgs:
                 await publish(redis_client, STREAM, m)
-        else:
+        elif how == "publish_many":
             await publish_many(redis_client, STREAM, msgs)
+        else:  # queued with the caller's own writes, as the executor and state do
+            async with redis_client.pipeline(transaction=True) as pipe:
+                for m in msgs:
+                    publish_in(pipe, STREAM, m)
+                await pipe.execute()
     # Approximate trimming drops whole nodes (100 entries each by default): 200 to 300 stay,
     # the newest ones, of the 1 000 published.
     assert 200 <= await redis_client.xlen(STREAM) <= 300
     newest: Any = await redis_client.xrevrange(STREAM, count=1)
     assert decode(newest[0][1][b"d"], PriceTick).ts == 999
+    assert REGISTRY.get_sample_value("tradebot_bus_published_total", published) == before + 1000
+
+
+async def test_the_dead_letter_stream_stays_bounded_by_its_maxlen(
+    redis_client: aioredis.Redis, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setitem(keys.STREAM_MAXLEN, keys.STREAM_DLQ, 100)
+    for i in range(500):
+        await redis_client.xadd(STREAM, {b"junk": str(i).encode()})
+    consumer = make_consumer(redis_client, [])
+    await ensure_group(redis_client, STREAM, GROUP)
+    for _ in range(50):  # 50 entries a poll: 10 polls read them all
+        if await _all_read(redis_client, 500):
+            break
+        await consumer.poll()
+    # Trimmed like any stream: whole nodes of 100 go, the newest dead letters stay.
+    assert 100 <= await redis_client.xlen(keys.STREAM_DLQ) <= 200
+    assert await pending_count(redis_client) == 0
+    newest: Any = await redis_client.xrevrange(keys.STREAM_DLQ, count=1)
+    assert "junk" in decode(newest[0][1][b"d"], DlqEntry).payload
+
+
+async def _all_read(client: aioredis.Redis, n: int) -> bool:
+    groups: Any = await client.xinfo_groups(STREAM)
+    return bool(groups) and int(groups[0]["entries-read"] or 0) >= n
+
+
+@pytest.mark.parametrize("decode_responses", [False, True])
+async def test_publish_many_returns_the_id_of_every_message(
+    redis_server: EmbeddedRedis, decode_responses: bool
+) -> None:
+    client = aioredis.from_url(redis_server.url, decode_responses=decode_responses)
+    try:
+        ids = await publish_many(client, STREAM, [tick(i) for i in range(5)])
+        rows: Any = await client.xrange(STREAM)
+    finally:
+        await client.aclose()
+    assert ids == [text(entry_id) for entry_id, _ in rows]
+    assert all(isinstance(i, str) for i in ids)
