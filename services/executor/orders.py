@@ -70,12 +70,6 @@ def limits_of(market: MarketInfo) -> MarketLimits:
     )
 
 
-def margin_needed(quantity: float, price: float, leverage: int, fee_rate: float) -> float:
-    """Return the initial margin plus the entry fee an order of this size needs."""
-    notional = quantity * price
-    return notional / leverage + notional * fee_rate
-
-
 def taker_fee(quantity: float, price: float, fee_rate: float) -> float:
     """Return the fee of a market fill: FEE_RATE x notional."""
     fee = quantity * price * fee_rate

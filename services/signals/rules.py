@@ -107,11 +107,6 @@ def stop_price(side: int, entry: float, p: StrategyParams) -> float:
     return entry * (1.0 - side * p.sl_pct)
 
 
-def entry_signal_id(symbol: str, timeframe: str, open_time_ms: int, side: int) -> str:
-    """Return the deterministic id ``{symbol}|{timeframe}|{candle open ms}|{long|short}``."""
-    return f"{symbol}|{timeframe}|{open_time_ms}|{'long' if side == LONG else 'short'}"
-
-
 # ---- exits, on one price event ---------------------------------------------------------------
 
 

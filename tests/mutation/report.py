@@ -20,6 +20,7 @@ import argparse
 import fnmatch
 import json
 import sys
+import time
 import tomllib
 from collections import Counter
 from dataclasses import dataclass, field
@@ -72,7 +73,7 @@ def load(modules: list[str]) -> list[Module]:
         module = Module(path)
         meta = ROOT / "mutants" / f"{path}.meta"
         if meta.exists():
-            codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+            codes = _exit_codes(meta)
             for name, code in sorted(codes.items(), key=lambda kv: _natural(kv[0])):
                 status = status_of(code)
                 module.statuses[status] += 1
@@ -80,6 +81,19 @@ def load(modules: list[str]) -> list[Module]:
                     module.survivors.append((name, status))
         out.append(module)
     return out
+
+
+def _exit_codes(meta: Path) -> dict[str, int | None]:
+    """Read one module's results; a running mutmut rewrites the file, so retry a torn read."""
+    for attempt in range(20):
+        try:
+            codes: dict[str, int | None] = json.loads(meta.read_text())["exit_code_by_key"]
+            return codes
+        except json.JSONDecodeError:
+            if attempt == 19:
+                raise
+            time.sleep(0.1)
+    raise AssertionError("unreachable")
 
 
 def _natural(name: str) -> tuple[str, int]:

@@ -16,6 +16,7 @@ from services.executor.risk import EntryContext
 from services.signals.rules import StrategyParams
 from services.state import fold
 from shared import keys
+from shared.bus import ensure_group
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
 from shared.schemas import ExitSignal, OrderEvent, exit_signal_id
 from tests.integration.bus.helpers import eventually
@@ -136,6 +137,40 @@ async def test_a_close_waits_for_its_evaluations_then_for_the_deadline(
     await h.redis.sadd(keys.close_evaluated_key(close_ms), "ETH/USDT:USDT")
     assert not await h.executor.close_ready(close_ms, arrived)  # state not at the close yet
     assert await h.executor.close_ready(close_ms, arrived - 60_000)  # the deadline passed
+
+    await h.redis.set(keys.STATE_TICK_MS, close_ms - 1)
+    assert not await h.executor.close_ready(close_ms, arrived)  # state one ms short
+    await h.redis.set(keys.STATE_TICK_MS, close_ms)
+    for stream, group in ((keys.STREAM_SIGNALS, keys.GROUP_EXECUTOR),
+                          (keys.STREAM_EVENTS, keys.GROUP_STATE)):  # fmt: skip
+        await ensure_group(h.redis, stream, group)
+    assert await h.executor.close_ready(close_ms, arrived)  # all evaluated, nothing in flight
+    for stream, group in ((keys.STREAM_SIGNALS, keys.GROUP_EXECUTOR),
+                          (keys.STREAM_EVENTS, keys.GROUP_STATE)):  # fmt: skip
+        await h.redis.xadd(stream, {"d": "x"})
+        assert not await h.executor.close_ready(close_ms, arrived)  # unread: lag
+        [[_, [(entry_id, _)]]] = await h.redis.xreadgroup(group, "c", {stream: ">"})
+        assert not await h.executor.close_ready(close_ms, arrived)  # read, not acked
+        await h.redis.xack(stream, group, entry_id)
+        assert await h.executor.close_ready(close_ms, arrived)
+    await h.redis.set(keys.close_expected_key(close_ms), 3)
+    assert not await h.executor.close_ready(close_ms, arrived)  # 2 of 3 evaluated
+
+
+async def test_a_pending_entry_is_dropped_once_its_position_is_booked_or_closed(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    journal = h.executor.journal
+    await h.redis.hset(keys.PENDING_ENTRIES, mapping={SOL: "pid-closed", ETH: "pid-in-flight"})
+    await h.redis.hset(keys.BOOK_TRADES, "pid-closed", "{}")
+    context = await h.executor.entry_context(SOL, await h.now())
+    assert await journal.pending_entries() == {ETH: "pid-in-flight"}
+    assert context.occupied == {ETH}
+    await journal.drop_pending(ETH, "pid-older")  # not the entry in flight now: kept
+    assert await journal.pending_entries() == {ETH: "pid-in-flight"}
+    await journal.drop_pending(ETH, "pid-in-flight")
+    assert await journal.pending_entries() == {}
 
 
 async def test_exit_closes_at_market_then_cancels_the_stop(make_executor: MakeHarness) -> None:

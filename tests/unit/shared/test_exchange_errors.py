@@ -16,10 +16,12 @@ from shared.exchange_errors import (
     Kind,
     OperationalError,
     OrderRejected,
+    OutcomeUnknown,
     TemporaryError,
     classify,
     is_retryable,
     parse_retry_after,
+    retry_after,
     sanitize,
     translate,
 )
@@ -133,6 +135,8 @@ def test_translate_masks_secrets() -> None:
         ({"retry-after": "0.5"}, 0.5),
         ({"Retry-After": "Wed, 21 Oct 2015 07:28:00 GMT"}, None),
         ({"Retry-After": "-3"}, None),
+        ({"Retry-After": "0"}, 0.0),  # "now" is an answer, not a missing one
+        ({"Content-Type": "application/json"}, None),
         ({}, None),
         (None, None),
     ],
@@ -145,6 +149,19 @@ def _rate_limited(after: float | None) -> ccxt.DDoSProtection:
     err = ccxt.DDoSProtection("429")
     setattr(err, RETRY_AFTER_ATTR, after)
     return err
+
+
+def test_retry_after_is_read_only_where_it_was_attached() -> None:
+    assert retry_after(_rate_limited(3.0)) == 3.0
+    assert retry_after(_rate_limited(None)) is None
+    assert retry_after(ccxt.DDoSProtection("429 without the header")) is None
+
+
+def test_an_unknown_outcome_carries_its_call_and_order() -> None:
+    err = OutcomeUnknown("no answer", "create_order", "tb-e-1")
+    assert (str(err), err.call, err.client_order_id) == ("no answer", "create_order", "tb-e-1")
+    bare = OutcomeUnknown("no answer")
+    assert (bare.call, bare.client_order_id) == ("", "")
 
 
 def test_backoff_grows_and_is_capped() -> None:

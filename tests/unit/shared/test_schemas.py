@@ -156,6 +156,9 @@ def test_entry_signal_id_matches_strategy() -> None:
     assert entry_signal_id("SIREN/USDT", "5m", 1_700_000_000_000, "long") == (
         "SIREN/USDT|5m|1700000000000|long"
     )
+    assert entry_signal_id("BTC/USDT", "5m", 1_700_000_000_000, "short") == (
+        "BTC/USDT|5m|1700000000000|short"
+    )
 
 
 @pytest.mark.parametrize(

@@ -15,7 +15,6 @@ from services.signals.rules import (
     StrategyParams,
     entry_fill_price,
     entry_side,
-    entry_signal_id,
     long_signal,
     on_price,
     open_position,
@@ -96,12 +95,6 @@ def test_entry_fill_and_stop_move_against_the_trader() -> None:
     assert trail_fill_price(SHORT, 100.0, p) == 100.0 * 1.001
     assert stop_price(LONG, 100.0, P) == 100.0 * (1 - 0.02)
     assert stop_price(SHORT, 100.0, P) == 100.0 * (1 + 0.02)
-
-
-def test_signal_id_format() -> None:
-    assert entry_signal_id("BTC/USDT", "5m", 1_700_000_000_000, SHORT) == (
-        "BTC/USDT|5m|1700000000000|short"
-    )
 
 
 # ---- exits ---------------------------------------------------------------------------------
