@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from typing import Any
 
 import pytest
 
@@ -149,7 +150,8 @@ async def test_a_close_waits_for_its_evaluations_then_for_the_deadline(
                           (keys.STREAM_EVENTS, keys.GROUP_STATE)):  # fmt: skip
         await h.redis.xadd(stream, {"d": "x"})
         assert not await h.executor.close_ready(close_ms, arrived)  # unread: lag
-        [[_, [(entry_id, _)]]] = await h.redis.xreadgroup(group, "c", {stream: ">"})
+        read: Any = await h.redis.xreadgroup(group, "c", {stream: ">"})
+        [[_, [(entry_id, _)]]] = read
         assert not await h.executor.close_ready(close_ms, arrived)  # read, not acked
         await h.redis.xack(stream, group, entry_id)
         assert await h.executor.close_ready(close_ms, arrived)
