@@ -193,9 +193,47 @@ async def test_exit_closes_at_market_then_cancels_the_stop(make_executor: MakeHa
     tail = [(e.event, e.purpose, e.reason) for e in await h.events()][-3:]
     assert tail == [("submitted", "exit", "trail"), ("filled", "exit", "trail"),
                     ("canceled", "stop", None)]  # fmt: skip
+    _, filled, canceled = (await h.events())[-3:]
+    [order] = [x for x in acct.orders.values() if x.client_order_id == exit_client_id(sig.id)]
+    entry_fill = next(e for e in await h.events() if e.event == "filled" and e.purpose == "entry")
+    assert (filled.position_id, filled.side, filled.exchange_order_id) == (
+        sig.id,
+        "sell",
+        str(order.order_id),
+    )
+    assert (filled.quantity, filled.price) == (entry_fill.quantity, order.avg_price)
+    assert filled.fee == pytest.approx(filled.quantity * filled.price * h.executor.s.fee_rate)
+    assert (canceled.position_id, canceled.client_order_id) == (sig.id, stop_client_id(sig.id))
+    assert await h.redis.get(keys.signal_done_key(exit_client_id(sig.id))) == b"filled"
+    assert not await h.redis.sismember(keys.OPEN_INTENTS, exit_client_id(sig.id))
     await h.executor.handle(exit_sig, "3-0")  # redelivered: nothing more is sent
     exits = [x for x in acct.orders.values() if x.client_order_id == exit_client_id(sig.id)]
     assert len(exits) == 1
+
+
+async def test_an_exit_refused_because_the_stop_filled_first_reports_the_stop_fill(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    h.sim.set_path("SOLUSDT", [140.0])
+    h.sim.step(1)  # the stop at 147 fills: no position is left to exit
+    exit_sig = ExitSignal(
+        id=exit_signal_id(sig.id, "trail"), position_id=sig.id, symbol=SOL, side="long",
+        reason="trail", price=150.0, best_price=155.0, ts=await h.now(),
+    )  # fmt: skip
+    await h.executor.handle(exit_sig, "3-0")
+    stop_filled, rejected = (await h.events())[-2:]  # the fill is published first
+    assert (rejected.event, rejected.purpose, rejected.position_id) == ("rejected", "exit", sig.id)
+    assert "ReduceOnly" in (rejected.error or "")
+    assert (stop_filled.event, stop_filled.position_id) == ("stop_filled", sig.id)
+    assert stop_filled.price == pytest.approx(147.0)
+    exit_cid = exit_client_id(sig.id)
+    assert await h.redis.get(keys.signal_done_key(exit_cid)) == b"stop"
+    assert not await h.redis.sismember(keys.OPEN_INTENTS, exit_cid)
 
 
 async def test_a_stop_the_exchange_refuses_closes_the_position(make_executor: MakeHarness) -> None:
