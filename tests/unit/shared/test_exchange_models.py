@@ -20,6 +20,7 @@ from shared.exchange_models import (
     parse_balance,
     parse_market,
     parse_position,
+    parse_trade,
     rewrite_api_urls,
 )
 
@@ -180,6 +181,89 @@ def test_parse_position_skips_flat_and_reads_side() -> None:
     )
     assert p is not None
     assert (p.side, p.contracts) == ("short", 0.5)
+
+
+# Binance positionRisk v3 (GET /fapi/v3/positionRisk): it has no leverage field.
+RAW_SHORT_POSITION = {
+    "symbol": "BTCUSDT", "positionSide": "BOTH", "positionAmt": "-0.030",
+    "entryPrice": "60000.0", "breakEvenPrice": "60024.0", "markPrice": "59000.00000000",
+    "unRealizedProfit": "30.00000000", "liquidationPrice": "79000.12", "isolatedMargin": "0",
+    "notional": "-1770.00000000", "marginAsset": "USDT", "isolatedWallet": "0",
+    "initialMargin": "177.00000000", "maintMargin": "7.08", "positionInitialMargin": "177.0",
+    "openOrderInitialMargin": "0", "adl": 2, "bidNotional": "0", "askNotional": "0",
+    "updateTime": 1720736417660,
+}  # fmt: skip
+# Binance userTrades (GET /fapi/v1/userTrades).
+RAW_TRADE = {
+    "buyer": False, "commission": "0.07819010", "commissionAsset": "USDT", "id": 698759,
+    "maker": False, "orderId": 25851813, "price": "7819.01", "qty": "0.002",
+    "quoteQty": "15.63802", "realizedPnl": "-0.91539999", "side": "SELL",
+    "positionSide": "SHORT", "symbol": "BTCUSDT", "time": 1569514978020,
+}  # fmt: skip
+
+
+def _with_btc_market() -> Any:
+    ex = _sim_exchange()
+    ex.set_markets([ex.parse_market(RAW_SYMBOL)])
+    return ex
+
+
+@pytest.mark.parametrize("side", ["long", "short"])
+def test_a_binance_position_reads_whole_through_ccxt(side: str) -> None:
+    sign = "" if side == "long" else "-"
+    raw = RAW_SHORT_POSITION | {
+        "positionAmt": sign + "0.030", "notional": sign + "1770.00000000",
+        "unRealizedProfit": ("-" if side == "long" else "") + "30.00000000",
+    }  # fmt: skip
+    ex = _with_btc_market()
+    p = parse_position(ex.parse_position_risk(raw, ex.markets["BTC/USDT:USDT"]))
+    assert p is not None
+    assert (p.symbol, p.side, p.contracts, p.entry_price) == ("BTC/USDT:USDT", side, 0.03, 60000.0)
+    assert (p.mark_price, p.unrealized_pnl) == (59000.0, -30.0 if side == "long" else 30.0)
+    assert (p.leverage, p.margin_mode, p.liquidation_price) == (10.0, "cross", 79000.12)
+
+
+@pytest.mark.parametrize(
+    ("fields", "side"),
+    [
+        ({"side": "long", "info": {}}, "long"),  # ccxt's side wins ...
+        ({"side": "short", "info": {"positionAmt": "1"}}, "short"),  # ... even over the amount
+        ({"side": None, "info": {"positionAmt": "0.5"}}, "long"),  # without it, the sign
+        ({"side": None, "info": {"positionAmt": "-0.5"}}, "short"),
+    ],
+)
+def test_a_position_side_comes_from_ccxt_then_from_the_signed_amount(
+    fields: dict[str, Any], side: str
+) -> None:
+    p = parse_position({"symbol": "BTC/USDT:USDT", "contracts": 0.5} | fields)
+    assert p is not None
+    assert p.side == side
+
+
+@pytest.mark.parametrize(
+    ("fields", "leverage"),
+    [
+        ({"leverage": 7, "notional": 100.0, "initialMargin": 50.0}, 7.0),  # given: taken
+        ({"notional": -100.0, "initialMargin": 3.0}, 33.333333),  # v3: notional / margin
+        ({"notional": 100.0, "initialMargin": 0.0}, None),
+        ({"initialMargin": 3.0}, None),
+        ({"notional": 100.0}, None),
+    ],
+)
+def test_a_position_leverage_is_read_or_worked_out(
+    fields: dict[str, Any], leverage: float | None
+) -> None:
+    p = parse_position({"symbol": "BTC/USDT:USDT", "contracts": 1.0, "side": "long"} | fields)
+    assert p is not None
+    assert p.leverage == leverage
+
+
+def test_a_binance_trade_reads_whole_through_ccxt() -> None:
+    ex = _with_btc_market()
+    t = parse_trade(ex.parse_trade(RAW_TRADE, ex.markets["BTC/USDT:USDT"]))
+    assert (t.id, t.order_id, t.symbol, t.side) == ("698759", "25851813", "BTC/USDT:USDT", "sell")
+    assert (t.price, t.amount, t.timestamp) == (7819.01, 0.002, 1569514978020)
+    assert (t.fee, t.fee_currency, t.realized_pnl) == (0.0781901, "USDT", -0.91539999)
 
 
 def test_ccxt_request_dumps_never_reach_the_log() -> None:
