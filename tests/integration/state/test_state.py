@@ -15,18 +15,20 @@ from services.signals.rules import StrategyParams
 from services.state.reconcile import Reconciler
 from services.state.service import Book, State
 from shared import book, keys
+from shared.book import BookPosition
 from shared.bus import Consumer
 from shared.exchange import ExchangeClient
-from shared.order_ids import stop_client_id
+from shared.order_ids import exit_client_id, stop_client_id
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import ExitSignal, Message, OrderEvent, PriceTick, StopCommand, decode
 from shared.service import ServiceContext
 from tests.fixtures.sim import SimHandle
 from tests.integration.bus.helpers import eventually
 from tests.integration.exchange.conftest import FAST
-from tests.integration.executor.conftest import SOL, stack_settings
+from tests.integration.executor.conftest import ETH, SOL, stack_settings
 
 PID = "SOL/USDT:USDT|5m|1699999700000|long"
+BTC = "BTC/USDT:USDT"
 
 
 class StateHarness:
@@ -152,6 +154,80 @@ async def test_reconcile_closes_a_vanished_position_and_repairs_a_missing_stop(
     assert [(c.position_id, c.seq) for c in cmds] == [(other, 1)]
     assert gauge("tradebot_positions_without_stop") == 1
     assert gauge("tradebot_position_notional", symbol=SOL, side="long") == pytest.approx(300.0)
+
+
+def fill_event(pid: str, symbol: str, side: str, qty: float, price: float, **kw: Any) -> OrderEvent:
+    """Return the entry fill (or, with ``event=`` and ``purpose=``, another event) of ``pid``."""
+    return OrderEvent(
+        event=kw.pop("event", "filled"), client_order_id=kw.pop("cid", "c-" + pid),
+        signal_id=pid, symbol=symbol, side=side, purpose=kw.pop("purpose", "entry"),  # type: ignore[arg-type]
+        quantity=qty, price=price, fee=0.1, position_id=pid, ts=kw.pop("ts", 0), **kw,
+    )  # fmt: skip
+
+
+async def test_reconcile_books_how_a_vanished_position_closed(
+    harness: StateHarness, sim: SimHandle
+) -> None:
+    """Our exit filled (reason as asked), its stop triggered (reason stop), or someone
+    closed it on the exchange (reason fault, at the fills' average price and fees)."""
+    h = harness
+    fee_rate = h.rec.ctx.settings.fee_rate
+    raw = sim.make_ccxt()
+    await raw.load_markets()
+    by_exit, by_stop, by_hand = (f"{s}|5m|1699999700000|{side}" for s, side in
+                                 ((SOL, "long"), (ETH, "short"), (BTC, "long")))  # fmt: skip
+    await raw.create_order(SOL, "market", "buy", 2.0)
+    await raw.create_order(ETH, "market", "sell", 1.0)
+    await raw.create_order(BTC, "market", "buy", 0.01)
+    stop_cid = stop_client_id(by_stop)
+    await raw.create_order(
+        ETH, "market", "buy", 1.0, None,
+        {"clientOrderId": stop_cid, "triggerPrice": 3060.0, "reduceOnly": True},
+    )  # fmt: skip
+    for i, ev in enumerate([
+        fill_event(by_exit, SOL, "buy", 2.0, 150.0),
+        fill_event(by_stop, ETH, "sell", 1.0, 3000.0),
+        fill_event(by_stop, ETH, "buy", 1.0, 3060.0, event="stop_placed", purpose="stop",
+                   cid=stop_cid),
+        fill_event(by_hand, BTC, "buy", 0.01, 60000.0, ts=await h.rec.client.server_time()),
+    ]):  # fmt: skip
+        await h.state.on_event(ev, f"{i + 1}-0")
+    raw_pos = await h.redis.hget(keys.BOOK_POSITIONS, by_exit)
+    assert raw_pos is not None
+    asked = BookPosition.load(raw_pos).model_copy(update={"exit_requested": "trail"})
+    await h.redis.hset(keys.BOOK_POSITIONS, by_exit, asked.dump())
+
+    sim.set_path("SOLUSDT", [153.0])
+    sim.set_path("ETHUSDT", [3100.0])  # through the stop at 3060
+    sim.set_path("BTCUSDT", [61000.0])
+    sim.step(1)
+    exit_order = await raw.create_order(
+        SOL, "market", "sell", 2.0, None,
+        {"clientOrderId": exit_client_id(by_exit), "reduceOnly": True},
+    )  # fmt: skip
+    await raw.create_order(BTC, "market", "sell", 0.004, None, {"reduceOnly": True})
+    sim.set_path("BTCUSDT", [61500.0])
+    sim.step(1)
+    await raw.create_order(BTC, "market", "sell", 0.006, None, {"reduceOnly": True})
+    hand_fills: Any = [t for t in await raw.fetch_my_trades(BTC) if t["side"] == "sell"]
+    assert not sim.account.open_positions()
+
+    await h.rec.run_once()
+    assert await book.read_positions(h.redis) == {}
+    trades = {t.position_id: t for t in await book.read_all_trades(h.redis)}
+    exited = trades[by_exit]
+    assert (exited.reason, exited.exit_price) == ("trail", exit_order["average"])
+    assert exited.exit_time == exit_order["timestamp"]
+    assert exited.fees == pytest.approx(0.1 + 2.0 * exit_order["average"] * fee_rate)
+    stopped = trades[by_stop]
+    assert (stopped.reason, stopped.exit_price) == ("stop", 3060.0)
+    assert stopped.fees == pytest.approx(0.1 + 3060.0 * fee_rate)
+    assert stopped.pnl == pytest.approx(3000.0 - 3060.0 - stopped.fees)
+    by_hand_trade = trades[by_hand]
+    assert by_hand_trade.reason == "fault"
+    assert by_hand_trade.exit_price == pytest.approx((0.004 * 61000.0 + 0.006 * 61500.0) / 0.01)
+    assert by_hand_trade.exit_time == hand_fills[-1]["timestamp"]
+    assert by_hand_trade.fees == pytest.approx(0.1 + sum(t["fee"]["cost"] for t in hand_fills))
 
 
 async def test_a_malformed_tick_goes_to_the_dlq_and_ticks_go_on(harness: StateHarness) -> None:
