@@ -65,10 +65,6 @@ class Reconciler:
             return
         RECONCILE_RUNS.labels("ok").inc()
 
-    def _correct(self, kind: str, message: str, *args: object) -> None:
-        RECONCILE_CORRECTIONS.labels(kind).inc()
-        log.warning("Reconcile: " + message, *args)
-
     async def _reconcile(self) -> None:
         now = await self.client.server_time()
         live = {p.symbol: p for p in await self.client.positions()}
@@ -108,8 +104,9 @@ class Reconciler:
             best_price=ex_pos.entry_price, adopted=True,
         )  # fmt: skip
         await self.book.save(pos, (keys.STREAM_EVENTS, fold.position_event("adopted", pos, ts=now)))
-        self._correct(
-            "adopted", "adopted %s %s qty=%g entry=%g from the exchange (%s) [%s]",
+        RECONCILE_CORRECTIONS.labels("adopted").inc()
+        log.warning(
+            "Reconcile: adopted %s %s qty=%g entry=%g from the exchange (%s) [%s]",
             side.upper(), ex_pos.symbol, ex_pos.contracts, ex_pos.entry_price,
             "its stop is open" if stop else "no stop: asking for one", pid,
         )  # fmt: skip
@@ -123,7 +120,8 @@ class Reconciler:
         """Correct a book position's size and stop; return False when it has no open stop
         (beyond the grace of a fresh position, or while an exit is in flight)."""
         if abs(ex_pos.contracts - pos.quantity) > 1e-12 and ex_pos.side == pos.side:
-            self._correct("quantity", "%s size %g in the book, %g on the exchange: corrected",
+            RECONCILE_CORRECTIONS.labels("quantity").inc()
+            log.warning("Reconcile: %s size %g in the book, %g on the exchange: corrected",
                           pos.symbol, pos.quantity, ex_pos.contracts)  # fmt: skip
             pos = pos.model_copy(update={"quantity": ex_pos.contracts})
             await self.book.save(pos)
@@ -135,7 +133,8 @@ class Reconciler:
         if pos.stop_client_order_id is None and now - pos.entry_time < STOP_GRACE_MS:
             return True  # the executor is placing the first stop right now
         seq = pos.stop_seq + 1
-        self._correct("stop_missing", "%s %s has no open stop on the exchange: asking for stop #%d",
+        RECONCILE_CORRECTIONS.labels("stop_missing").inc()
+        log.warning("Reconcile: %s %s has no open stop on the exchange: asking for stop #%d",
                       pos.side.upper(), pos.symbol, seq)  # fmt: skip
         await self.book.save(pos.model_copy(update={"stop_seq": seq}))
         await self._ask_stop(pos, seq, "repair", now)
@@ -151,7 +150,8 @@ class Reconciler:
 
     async def _close_missing(self, pos: BookPosition, now: int) -> None:
         price, fee, ts, reason = await self._exit_fill(pos, now)
-        self._correct("closed_missing", "%s %s is gone from the exchange: closed at %g (%s)",
+        RECONCILE_CORRECTIONS.labels("closed_missing").inc()
+        log.warning("Reconcile: %s %s is gone from the exchange: closed at %g (%s)",
                       pos.side.upper(), pos.symbol, price, reason)  # fmt: skip
         await self.book.record_close(pos, fold.close(pos, price, fee, ts, reason), "reconciled")
 

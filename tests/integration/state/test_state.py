@@ -149,9 +149,14 @@ async def test_reconcile_closes_a_vanished_position_and_repairs_a_missing_stop(
     other = PID.replace("1699999700000", "1699999400000")
     ev = order_event("filled", "entry", "buy", 150.0, ts=0, position_id=other)
     await h.state.on_event(ev, "3-0")
+    missing = gauge("tradebot_reconcile_corrections_total", kind="stop_missing") or 0
     await h.rec.run_once()  # on the exchange, no stop open: stop #1 is asked for
     cmds = [c for c in await h.stream(keys.STREAM_SIGNALS) if isinstance(c, StopCommand)]
     assert [(c.position_id, c.seq) for c in cmds] == [(other, 1)]
+    assert (cmds[0].reason, cmds[0].stop_price, cmds[0].quantity) == ("repair", 147.0, 2.0)
+    assert gauge("tradebot_reconcile_corrections_total", kind="stop_missing") == missing + 1
+    [pos] = (await book.read_positions(h.redis)).values()
+    assert pos.stop_seq == 1  # the next repair asks for #2: a new id, not a duplicate of #1
     assert gauge("tradebot_positions_without_stop") == 1
     assert gauge("tradebot_position_notional", symbol=SOL, side="long") == pytest.approx(300.0)
 
@@ -228,6 +233,46 @@ async def test_reconcile_books_how_a_vanished_position_closed(
     assert by_hand_trade.exit_price == pytest.approx((0.004 * 61000.0 + 0.006 * 61500.0) / 0.01)
     assert by_hand_trade.exit_time == hand_fills[-1]["timestamp"]
     assert by_hand_trade.fees == pytest.approx(0.1 + sum(t["fee"]["cost"] for t in hand_fills))
+
+
+async def test_reconcile_adopts_positions_with_their_own_open_stops_and_corrects_sizes(
+    harness: StateHarness, sim: SimHandle
+) -> None:
+    h = harness
+    raw = sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(SOL, "market", "buy", 3.0)  # the book says 2 (below)
+    await raw.create_order(BTC, "market", "sell", 0.01)
+    await raw.create_order(ETH, "market", "sell", 1.0)
+    own_stop = stop_client_id(PID)
+    for symbol, side, qty, trigger, cid in (
+        (SOL, "sell", 3.0, 147.0, own_stop),
+        (BTC, "buy", 0.01, 62000.0, "by-hand-btc"),  # a buy stop of another symbol first
+        (ETH, "buy", 1.0, 3100.0, "by-hand-eth"),
+    ):
+        await raw.create_order(
+            symbol, "market", side, qty, None,
+            {"clientOrderId": cid, "triggerPrice": trigger, "reduceOnly": True},
+        )  # fmt: skip
+    await h.state.on_event(order_event("filled", "entry", "buy", 150.0, ts=0), "1-0")
+    await h.state.on_event(order_event("stop_placed", "stop", "sell", 147.0, cid=own_stop), "2-0")
+    before = {k: gauge("tradebot_reconcile_corrections_total", kind=k) or 0
+              for k in ("adopted", "quantity")}  # fmt: skip
+
+    await h.rec.run_once()
+    positions = {p.symbol: p for p in (await book.read_positions(h.redis)).values()}
+    assert positions[SOL].quantity == 3.0  # corrected to the exchange's size
+    assert (positions[SOL].position_id, positions[SOL].stop_client_order_id) == (PID, own_stop)
+    for symbol, trigger, cid in ((BTC, 62000.0, "by-hand-btc"), (ETH, 3100.0, "by-hand-eth")):
+        adopted = positions[symbol]
+        assert (adopted.side, adopted.adopted, adopted.stop_seq) == ("short", True, 0)
+        assert (adopted.stop_price, adopted.stop_client_order_id) == (trigger, cid)
+    assert not [c for c in await h.stream(keys.STREAM_SIGNALS) if isinstance(c, StopCommand)]
+    assert gauge("tradebot_positions_without_stop") == 0
+    assert gauge("tradebot_reconcile_corrections_total", kind="adopted") == before["adopted"] + 2
+    assert gauge("tradebot_reconcile_corrections_total", kind="quantity") == before["quantity"] + 1
+    events = [e for e in await h.stream(keys.STREAM_EVENTS) if e.event == "adopted"]
+    assert sorted(e.symbol for e in events) == [BTC, ETH]
 
 
 async def test_a_malformed_tick_goes_to_the_dlq_and_ticks_go_on(harness: StateHarness) -> None:
