@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 import pytest
+from prometheus_client import REGISTRY
 
 from services.executor import orders as o
 from services.executor.risk import EntryContext
@@ -22,6 +23,8 @@ from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
 from shared.schemas import ExitSignal, OrderEvent, exit_signal_id
 from tests.integration.bus.helpers import eventually
 from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
+
+STOP_FILLED = {"type": "stop", "outcome": "filled"}
 
 
 async def book_from_events(h: Harness) -> None:
@@ -211,6 +214,30 @@ async def test_exit_closes_at_market_then_cancels_the_stop(make_executor: MakeHa
     assert len(exits) == 1
 
 
+async def test_an_exit_refused_while_the_stop_is_still_open_is_recorded_rejected(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    raw = h.sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(SOL, "market", "sell", h.sim.account.position("SOLUSDT").amount,
+                           None, {"reduceOnly": True})  # closed by hand  # fmt: skip
+    exit_sig = ExitSignal(
+        id=exit_signal_id(sig.id, "trail"), position_id=sig.id, symbol=SOL, side="long",
+        reason="trail", price=150.0, best_price=155.0, ts=await h.now(),
+    )  # fmt: skip
+    await h.executor.handle(exit_sig, "3-0")
+    last = (await h.events())[-1]
+    assert (last.event, last.purpose, last.position_id) == ("rejected", "exit", sig.id)
+    assert not [e for e in await h.events() if e.event == "stop_filled"]
+    assert await h.redis.get(keys.signal_done_key(exit_client_id(sig.id))) is None
+    assert not await h.redis.sismember(keys.OPEN_INTENTS, exit_client_id(sig.id))
+
+
 async def test_an_exit_refused_because_the_stop_filled_first_reports_the_stop_fill(
     make_executor: MakeHarness,
 ) -> None:
@@ -261,10 +288,18 @@ async def test_a_stop_fill_is_confirmed_from_the_exchange(make_executor: MakeHar
         id=exit_signal_id(sig.id, "stop"), position_id=sig.id, symbol=SOL, side="long",
         reason="stop", price=147.0, best_price=150.0, ts=await h.now(),
     )  # fmt: skip
+    before = REGISTRY.get_sample_value("tradebot_orders_total", STOP_FILLED) or 0
     await h.executor.handle(stop_sig, "4-0")
     [filled] = [e for e in await h.events() if e.event == "stop_filled"]
     assert filled.price == pytest.approx(147.0)
     assert (filled.reason, filled.position_id) == ("stop", sig.id)
+    [algo] = h.sim.account.algo_orders.values()
+    fill = h.sim.account.orders[algo.actual_order_id]
+    assert (filled.side, filled.exchange_order_id) == ("sell", str(algo.actual_order_id))
+    assert (filled.client_order_id, filled.quantity) == (stop_client_id(sig.id), fill.executed_qty)
+    assert filled.fee == pytest.approx(filled.quantity * 147.0 * h.executor.s.fee_rate)
+    assert filled.ts == fill.time
+    assert REGISTRY.get_sample_value("tradebot_orders_total", STOP_FILLED) == before + 1
 
 
 async def test_resume_abandons_an_entry_never_sent_and_finishes_one_that_filled(

@@ -172,6 +172,23 @@ def test_margin_type_rules() -> None:
     assert acct.available_balance(PRICES) == pytest.approx(acct.wallet - 300.0)
 
 
+def test_margin_type_refuses_open_stops_of_its_symbol_only() -> None:
+    acct = fresh()
+    with pytest.raises(SimError) as e:
+        engine.set_margin_type(acct, "BTCUSDT", "CROSS")
+    assert e.value.code == -1116
+    buy(acct, 0.1)
+    algo = engine.place_stop(acct, BTC, "SELL", 0.1, 58_800.0, 60_000.0, 2, "s", True, False)
+    sell(acct, 0.1, reduce_only=True)  # flat again, the stop still open
+    with pytest.raises(SimError) as e:
+        engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    assert e.value.code == -4047
+    engine.set_margin_type(acct, "ETHUSDT", "ISOLATED")  # another symbol's stop: no matter
+    engine.cancel_algo(acct, algo, 3)
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")  # a cancelled stop: no matter either
+    assert acct.margin_type_of("BTCUSDT") == "ISOLATED"
+
+
 def test_state_round_trips_through_dict() -> None:
     acct = fresh()
     buy(acct, 0.1)
