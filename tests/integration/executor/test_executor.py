@@ -18,6 +18,7 @@ from services.executor.risk import EntryContext
 from services.signals.rules import StrategyParams
 from services.state import fold
 from shared import keys
+from shared.book import BookPosition
 from shared.bus import ensure_group
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
 from shared.schemas import ExitSignal, OrderEvent, exit_signal_id
@@ -321,10 +322,63 @@ async def test_resume_abandons_an_entry_never_sent_and_finishes_one_that_filled(
     await h.executor.resume()
     assert await h.executor.journal.settled(never.id) == "abandoned"
     assert await h.executor.journal.settled(sent.id) == "filled"
+    [abandoned] = [e for e in await h.events() if e.event == "rejected"]
+    assert (abandoned.position_id, abandoned.client_order_id) == (
+        never.id,
+        entry_client_id(never.id),
+    )
+    assert "not on the exchange" in (abandoned.error or "")
+    assert SOL not in await h.executor.journal.pending_entries()  # its slot is free again
     [stop] = list(h.sim.account.algo_orders.values())
     assert (stop.symbol, stop.side, stop.status) == ("ETHUSDT", "BUY", "NEW")
     assert await h.redis.scard(keys.OPEN_INTENTS) == 0
     assert len(h.sim.account.orders) == 1  # nothing was sent again
+
+
+async def test_resume_sends_a_stop_and_an_exit_the_crashed_executor_had_only_written(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL, ETH)
+    long_, short = await h.signal(SOL, "long"), await h.signal(ETH, "short")
+    for sig in (long_, short):
+        await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    acct = h.sim.account
+    sol_qty, eth_qty = acct.position("SOLUSDT").amount, -acct.position("ETHUSDT").amount
+    raw_pos = await h.redis.hget(keys.BOOK_POSITIONS, short.id)
+    assert raw_pos is not None
+    asked = BookPosition.load(raw_pos).model_copy(update={"exit_requested": "trail"})
+    await h.redis.hset(keys.BOOK_POSITIONS, short.id, asked.dump())
+    now = await h.now()
+    # Written, then the crash: a repaired stop #1 for the long, the exit of the short.
+    await h.executor.journal.open_intent(
+        o.stop_intent(long_.id, SOL, "long", sol_qty, 146.0, 1, now)
+    )
+    exit_id = exit_signal_id(short.id, "trail")
+    await h.executor.journal.open_intent(
+        o.exit_intent(short.id, ETH, "short", eth_qty, exit_id, now)
+    )
+
+    await h.executor.resume()
+    assert await h.redis.scard(keys.OPEN_INTENTS) == 0
+    repaired = next(a for a in acct.algo_orders.values()
+                    if a.client_algo_id == stop_client_id(long_.id, 1))  # fmt: skip
+    assert (repaired.symbol, repaired.side, repaired.trigger_price, repaired.status) == (
+        "SOLUSDT",
+        "SELL",
+        146.0,
+        "NEW",
+    )
+    assert "ETHUSDT" not in acct.open_positions()
+    events = await h.events()
+    placed = [e for e in events if e.event == "stop_placed"
+              and e.client_order_id == stop_client_id(long_.id, 1)]  # fmt: skip
+    assert [(e.position_id, e.side) for e in placed] == [(long_.id, "sell")]
+    [exited] = [e for e in events if e.event == "filled" and e.purpose == "exit"]
+    assert (exited.position_id, exited.reason, exited.side) == (short.id, "trail", "buy")
+    eth_stops = [a for a in acct.algo_orders.values() if a.symbol == "ETHUSDT"]
+    assert [a.status for a in eth_stops] == ["CANCELED"]
 
 
 async def test_bad_messages_on_the_signals_stream_go_to_the_dlq(
