@@ -13,6 +13,7 @@ from typing import Any
 import pytest
 from prometheus_client import REGISTRY
 
+from services.exchange_sim import engine
 from services.executor import orders as o
 from services.executor.risk import EntryContext
 from services.signals.rules import StrategyParams
@@ -21,7 +22,7 @@ from shared import keys
 from shared.book import BookPosition
 from shared.bus import ensure_group
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
-from shared.schemas import ExitSignal, OrderEvent, exit_signal_id
+from shared.schemas import ExitSignal, OrderEvent, StopCommand, exit_signal_id, stop_command_id
 from tests.integration.bus.helpers import eventually
 from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
 
@@ -379,6 +380,43 @@ async def test_resume_sends_a_stop_and_an_exit_the_crashed_executor_had_only_wri
     assert (exited.position_id, exited.reason, exited.side) == (short.id, "trail", "buy")
     eth_stops = [a for a in acct.algo_orders.values() if a.symbol == "ETHUSDT"]
     assert [a.status for a in eth_stops] == ["CANCELED"]
+
+
+async def test_a_stop_command_places_a_repair_only_when_no_earlier_stop_is_open(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    acct = h.sim.account
+    qty = acct.position("SOLUSDT").amount
+
+    def command(seq: int, pid: str = sig.id) -> StopCommand:
+        return StopCommand(
+            id=stop_command_id(pid, seq), position_id=pid, symbol=SOL, side="long",
+            quantity=qty, stop_price=145.5, seq=seq, reason="repair", ts=0,
+        )  # fmt: skip
+
+    await h.executor.handle(command(1), "5-0")  # stop #0 is still open: nothing more
+    await h.executor.handle(command(1, "SOL/USDT:USDT|5m|1|long"), "6-0")  # not in the book
+    assert [a.client_algo_id for a in acct.algo_orders.values()] == [stop_client_id(sig.id)]
+    [first] = acct.algo_orders.values()
+    engine.cancel_algo(acct, first, 0)  # then someone cancels it on the exchange
+    await h.executor.handle(command(1), "7-0")
+    [repair] = [a for a in acct.algo_orders.values() if a.status == "NEW"]
+    assert (repair.client_algo_id, repair.side, repair.trigger_price) == (
+        stop_client_id(sig.id, 1),
+        "SELL",
+        145.5,
+    )
+    assert repair.quantity == qty
+    placed = [e for e in await h.events() if e.event == "stop_placed"]
+    assert [(e.client_order_id, e.position_id) for e in placed][-1] == (
+        stop_client_id(sig.id, 1),
+        sig.id,
+    )
 
 
 async def test_bad_messages_on_the_signals_stream_go_to_the_dlq(
