@@ -6,10 +6,11 @@ import math
 import statistics
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from services.backtest.engine import BacktestResult, Trade
-from services.backtest.report import YEAR_MS, summarize
+from services.backtest.report import YEAR_MS, drawdown_pct, per_symbol, summarize
 from services.signals.rules import ExitReason
 
 TF_MS = 300_000  # 5m: 105 120 steps a year
@@ -61,3 +62,43 @@ def test_no_losing_trade_and_a_flat_curve() -> None:
     assert s["profit_factor"] is None  # nothing to divide by
     assert s["sharpe"] == 0.0  # flat: no spread of returns
     assert s["max_drawdown_pct"] == 0.0
+
+
+def test_a_break_even_trade_is_not_a_win_and_a_small_gain_is() -> None:
+    s = summarize(result([1_000.0, 1_000.5, 999.5], [0.0, 0.5, -1.0]), TF_MS, 1.0)
+    assert (s["wins"], s["win_rate"]) == (1, pytest.approx(1 / 3))
+
+
+def test_a_blown_account_divides_by_zero_quietly() -> None:
+    # Equity 1000 -> 0 -> 100: the return from 0 is infinite and left out; numpy must not
+    # warn (the suite turns warnings into errors).
+    s = summarize(result([0.0, 100.0], [-1_000.0, 100.0]), TF_MS, 1.0)
+    assert s["max_drawdown_pct"] == pytest.approx(100.0)
+    assert s["sharpe"] == 0.0  # one finite return: no spread
+
+
+def test_no_step_at_all() -> None:
+    empty = BacktestResult(
+        trades=[], step_ms=np.array([], dtype=np.int64), equity=np.array([], dtype=np.float64),
+        start_equity=1_000.0, end_equity=1_000.0, candles=0, symbols=[],
+    )  # fmt: skip
+    s = summarize(empty, TF_MS, 0.0)
+    assert (s["trades"], s["wins"], s["win_rate"], s["sharpe"]) == (0, 0, 0.0, 0.0)
+    assert s["max_drawdown_pct"] == 0.0
+
+
+def test_drawdown_from_a_zero_start_is_zero_until_there_is_a_peak() -> None:
+    dd = drawdown_pct(np.array([0.0, -5.0, 0.0, 0.5, 0.25, 0.5]))
+    assert dd.tolist() == [0.0, 0.0, 0.0, 0.0, -50.0, 0.0]
+
+
+def test_per_symbol_counts_trades_wins_and_pnl() -> None:
+    trades = pd.DataFrame({"symbol": ["A", "B", "A", "A"], "pnl": [1.0, 2.0, -1.0, 0.0]})
+    table = per_symbol(trades)
+    assert table.to_dict("records") == [
+        {"symbol": "A", "trades": 3, "wins": 1, "win_rate": pytest.approx(1 / 3), "pnl": 0.0},
+        {"symbol": "B", "trades": 1, "wins": 1, "win_rate": 1.0, "pnl": 2.0},
+    ]
+    empty = per_symbol(pd.DataFrame({"symbol": [], "pnl": []}))
+    assert list(empty.columns) == ["symbol", "trades", "wins", "win_rate", "pnl"]
+    assert empty.empty
