@@ -97,6 +97,7 @@ def summarize(result: BacktestResult, timeframe_ms: int, elapsed_s: float) -> di
 
 
 def equity_png(result: BacktestResult) -> bytes:
+    # pragma: no mutate block (presentation: a chart and HTML, no figure of the summary)
     """Draw the equity curve with the drawdown below it and return PNG bytes."""
     import matplotlib
 
@@ -128,6 +129,7 @@ def equity_png(result: BacktestResult) -> bytes:
 
 
 def _table(frame: pd.DataFrame) -> str:
+    # pragma: no mutate block (presentation: a chart and HTML, no figure of the summary)
     """Render a frame as a plain HTML table with escaped cells."""
     head = "".join(f"<th>{html.escape(str(c))}</th>" for c in frame.columns)
     body = "".join(
@@ -138,6 +140,7 @@ def _table(frame: pd.DataFrame) -> str:
 
 
 def _cell(value: object) -> str:
+    # pragma: no mutate block (presentation: a chart and HTML, no figure of the summary)
     """Format one table cell: floats to 6 significant digits."""
     if isinstance(value, float):
         return f"{value:.6g}"
@@ -157,6 +160,7 @@ def per_symbol(trades: pd.DataFrame) -> pd.DataFrame:
 
 
 def report_html(summary: dict[str, Any], trades: pd.DataFrame, png: bytes) -> str:
+    # pragma: no mutate block (presentation: a chart and HTML, no figure of the summary)
     """Return a self-contained HTML report (the chart is embedded as a data URI)."""
     rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
     chart = base64.b64encode(png).decode("ascii")

@@ -190,6 +190,7 @@ class Executor:
         return False
 
     async def allot_loop(self) -> None:
+        # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
         """Give complete closes their slots, oldest close first."""
         while not self.ctx.stop.is_set():
             for close_ms, arrived in await self.journal.batches():
@@ -609,6 +610,7 @@ class Executor:
     # --- after a crash -------------------------------------------------------------------
 
     async def fence(self) -> None:
+        # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
         """Wait until every send of a previous lease holder is provably dead."""
         t = self.client.tuning
         wait_s = (t.recv_window_ms + t.settle_slack_ms) / 1000
@@ -618,6 +620,7 @@ class Executor:
             await asyncio.wait_for(self.ctx.stop.wait(), wait_s)
 
     async def resume_loop(self) -> None:
+        # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
         """Settle open intents now and every few seconds (unknown outcomes, crashes)."""
         while not self.ctx.stop.is_set():
             await self.resume()
@@ -706,6 +709,7 @@ def position_stops(pid: str, pos: BookPosition | None) -> list[str]:
 
 
 async def run(ctx: ServiceContext) -> None:
+    # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
     """Run the executor until stopped: fence, resume, then consume signals and allot slots."""
     client = ExchangeClient.from_settings(ctx.settings)
     try:

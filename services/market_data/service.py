@@ -531,6 +531,7 @@ def _runs(opens: Sequence[int], timeframe_ms: int) -> list[tuple[int, int]]:
 
 
 async def run(ctx: ServiceContext) -> None:
+    # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
     """Run market_data until ``ctx.stop`` is set (the service body, under the lease)."""
     client = ExchangeClient.from_settings(ctx.settings)
     try:

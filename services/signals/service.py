@@ -147,6 +147,7 @@ def candle_consumer(ctx: ServiceContext) -> Consumer[Candle]:
 
 
 async def run(ctx: ServiceContext) -> None:
+    # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
     """Evaluate candles until ``ctx.stop`` is set."""
     log.info(
         "signals: %s evaluating %s candles (window %d)",

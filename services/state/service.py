@@ -225,6 +225,7 @@ class State:
 
 
 async def run(ctx: ServiceContext) -> None:
+    # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
     """Reconcile, then consume events and ticks and reconcile every RECONCILE_INTERVAL."""
     s = ctx.settings
     params = StrategyParams.from_settings(s)
@@ -254,6 +255,7 @@ async def run(ctx: ServiceContext) -> None:
 
 
 async def reconcile_loop(ctx: ServiceContext, reconciler: Reconciler) -> None:
+    # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
     """Reconcile every RECONCILE_INTERVAL seconds until stopped."""
     while not ctx.stop.is_set():
         with contextlib.suppress(TimeoutError):
@@ -263,6 +265,7 @@ async def reconcile_loop(ctx: ServiceContext, reconciler: Reconciler) -> None:
 
 
 async def account_loop(ctx: ServiceContext, reconciler: Reconciler) -> None:
+    # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
     """Refresh the account (wallet, equity) every ACCOUNT_EVERY_S seconds until stopped."""
     while not ctx.stop.is_set():
         with contextlib.suppress(TimeoutError):
