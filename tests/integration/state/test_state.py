@@ -100,6 +100,41 @@ async def test_events_open_protect_and_close_a_position_once(harness: StateHarne
     assert kinds == ["opened", "closed"]
 
 
+async def test_a_stop_fill_and_an_exit_without_a_reason_close_as_stop_and_manual(
+    harness: StateHarness,
+) -> None:
+    h = harness
+    by_stop, by_hand = PID, PID.replace("SOL/USDT:USDT", ETH)
+    closed_before = {r: gauge("tradebot_trades_closed_total", reason=r, symbol=sym) or 0
+                     for r, sym in (("stop", SOL), ("manual", ETH))}  # fmt: skip
+    for i, ev in enumerate([
+        fill_event(by_stop, SOL, "buy", 2.0, 150.0),
+        fill_event(by_hand, ETH, "sell", 1.0, 3000.0),
+        fill_event(by_stop, SOL, "sell", 2.0, 147.0, event="stop_filled", purpose="stop",
+                   cid="s", ts=5_000),
+        fill_event(by_hand, ETH, "buy", 1.0, 2990.0, purpose="exit", cid="x", ts=6_000),
+    ]):  # fmt: skip
+        await h.state.on_event(ev, f"{i + 1}-0")
+    assert await book.read_positions(h.redis) == {}
+    trades = {t.position_id: t for t in await book.read_all_trades(h.redis)}
+    assert (trades[by_stop].reason, trades[by_stop].exit_price) == ("stop", 147.0)
+    assert (trades[by_hand].reason, trades[by_hand].exit_price) == ("manual", 2990.0)
+    closed = {e.position_id: e for e in await h.stream(keys.STREAM_EVENTS) if e.event == "closed"}
+    for pid, t in trades.items():
+        e = closed[pid]
+        assert (e.exit_price, e.exit_reason, e.fees, e.pnl, e.ts) == (
+            t.exit_price,
+            t.reason,
+            t.fees,
+            t.pnl,
+            t.exit_time,
+        )
+    assert trades[by_stop].pnl == pytest.approx(2.0 * (147.0 - 150.0) - 0.2)
+    assert trades[by_hand].exit_time == 6_000
+    for r, sym in (("stop", SOL), ("manual", ETH)):
+        assert gauge("tradebot_trades_closed_total", reason=r, symbol=sym) == closed_before[r] + 1
+
+
 async def test_ticks_move_best_and_ask_for_the_trail_exit(harness: StateHarness) -> None:
     h = harness
     await h.state.on_event(order_event("filled", "entry", "buy", 100.0), "1-0")
