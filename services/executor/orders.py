@@ -38,7 +38,7 @@ def side_closed_by(order_side: str) -> Side:
 
 def round_to_tick(price: float, tick: float | None, rounding: str = ROUND_HALF_EVEN) -> float:
     """Round a price to a multiple of the tick (exactly, in decimal; nearest by default)."""
-    if not tick or tick <= 0:
+    if tick is None or tick <= 0:
         return price
     d_tick = Decimal(repr(float(tick)))
     units = (Decimal(repr(float(price))) / d_tick).to_integral_value(rounding)

@@ -68,3 +68,40 @@ def test_a_price_that_changes_nothing_writes_nothing() -> None:
 
 def test_unrealized_pnl_by_side() -> None:
     assert fold.open_from_fill(fill("sell", 100.0, 2.0), P).unrealized(90.0) == 20.0
+
+
+def test_a_tick_that_moves_nothing_changes_nothing() -> None:
+    pos = fold.open_from_fill(fill("buy", 100.0), P)
+    out = fold.on_tick(pos, 100.5, 2_000, P)  # a new best
+    assert (out.changed, out.position.best_price) == (True, 100.5)
+    same = fold.on_tick(out.position, 100.2, 3_000, P)  # below the best, above the stop
+    assert (same.changed, same.exit_reason) == (False, None)
+    assert same.position is out.position
+    asked = fold.on_tick(pos, 97.0, 4_000, P).position  # the stop, asked for
+    repeat = fold.on_tick(asked, 97.0, 4_500, P)  # the stop again, within the retry wait
+    assert (repeat.changed, repeat.exit_reason, repeat.position) == (False, None, asked)
+
+
+def test_a_stop_placed_event_sets_the_stop_and_its_id() -> None:
+    pos = fold.open_from_fill(fill("buy", 100.0), P)
+    placed = fill().model_copy(update={"event": "stop_placed", "client_order_id": "s1",
+                                       "price": 97.5, "purpose": "stop"})  # fmt: skip
+    protected = fold.with_stop(pos, placed)
+    assert (protected.stop_price, protected.stop_client_order_id) == (97.5, "s1")
+    no_price = fold.with_stop(pos, placed.model_copy(update={"price": None}))
+    assert no_price.stop_price == pos.stop_price
+
+
+def test_a_position_event_carries_the_position() -> None:
+    pos = fold.open_from_fill(fill("sell", 100.0), P).model_copy(update={"best_price": 95.0})
+    ev = fold.position_event("best_price", pos, ts=5_000)
+    assert (ev.event, ev.position_id, ev.symbol, ev.side, ev.quantity) == (
+        "best_price",
+        "pos",
+        "SOL/USDT:USDT",
+        "short",
+        10.0,
+    )
+    assert (ev.entry_price, ev.stop_price, ev.best_price, ev.ts) == (100.0, 102.0, 95.0, 5_000)
+    closed = fold.position_event("closed", pos, exit_price=99.0, pnl=9.0)
+    assert (closed.exit_price, closed.pnl, closed.ts) == (99.0, 9.0, 1_000)  # ts: the entry's
