@@ -187,6 +187,24 @@ def test_clock_errors_retry_at_once() -> None:
 def test_backoff_rejects_bad_settings() -> None:
     with pytest.raises(ValueError, match="attempts"):
         BackoffPolicy(attempts=0)
+    with pytest.raises(ValueError, match="initial"):
+        BackoffPolicy(initial=-0.1)
+    with pytest.raises(ValueError, match="initial <= maximum"):
+        BackoffPolicy(initial=2.0, maximum=1.0)
+    BackoffPolicy(attempts=1, initial=0.0, maximum=0.0)  # the edges are allowed
+    BackoffPolicy(initial=1.0, maximum=1.0)
+
+
+def test_backoff_waits_worked_out_by_hand() -> None:
+    policy = BackoffPolicy(attempts=5, initial=0.1, maximum=1.0, rate_limit_factor=4.0)
+    timeout = ccxt.RequestTimeout("t")
+    # Attempt 2: ceiling min(1.0, 0.1 * 2) = 0.2; full jitter: rand * 0.2.
+    assert policy.wait(2, timeout, 0.5) == pytest.approx(0.1)
+    # Rate limited: ceiling 0.2 * 4 = 0.8; half of it, plus up to the other half.
+    assert policy.wait(2, _rate_limited(None), 0.0) == pytest.approx(0.4)
+    assert policy.wait(2, _rate_limited(None), 0.5) == pytest.approx(0.6)
+    # Attempt 9: 0.1 * 256 is capped at 1.0, and at 4.0 when rate limited.
+    assert policy.wait(9, _rate_limited(None), 0.5) == pytest.approx(3.0)
 
 
 @settings(max_examples=50, deadline=None)
