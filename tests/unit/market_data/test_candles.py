@@ -84,7 +84,12 @@ def test_new_candles_after_the_record_are_published_in_order() -> None:
 def test_candles_beyond_the_fetch_are_a_gap() -> None:
     p = plan(rows(T0 - 2 * TF, T0 - TF), T0 - 6 * TF, count=2)
     assert p.gap == Gap(T0 - 2 * TF, 3)
+    assert p.gap is not None
+    assert isinstance(p.gap.missing, int)  # a count of candles
     assert opens(p.publish) == [T0 - 2 * TF, T0 - TF]
+    reached = plan(rows(T0 - 2 * TF, T0 - TF), T0 - 3 * TF, count=2)  # just within reach
+    assert reached.gap is None
+    assert opens(reached.publish) == [T0 - 2 * TF, T0 - TF]
 
 
 def test_a_missing_candle_stops_publishing_until_it_comes() -> None:
@@ -121,6 +126,9 @@ def test_an_identical_duplicate_is_dropped() -> None:
     assert p.duplicates == 1
     assert opens(p.publish) == [T0 - TF]
     assert opens(p.window) == [T0 - 3 * TF, T0 - 2 * TF, T0 - TF]
+    twice = plan(rows(T0 - 3 * TF, T0 - 3 * TF, T0 - 2 * TF, T0 - 2 * TF, T0 - TF), None)
+    assert twice.duplicates == 2  # each counted, and the rows after them still read
+    assert opens(twice.window) == [T0 - 3 * TF, T0 - 2 * TF, T0 - TF]
 
 
 @pytest.mark.parametrize(
@@ -138,7 +146,16 @@ def test_an_answer_that_cannot_be_trusted_is_not_used_at_all(
     p = plan(fetched, T0 - 3 * TF, count=3)
     assert p.problem is not None
     assert p.problem[0] == kind
+    assert p.problem[1]  # and says why
     assert (p.window, p.publish) == ([], [])
+
+
+def test_an_answer_out_of_order_names_both_candles() -> None:
+    p = plan(rows(T0 - 3 * TF, T0 - TF, T0 - 2 * TF), T0 - 3 * TF, count=3)
+    assert p.problem == (
+        "out_of_order",
+        f"candle at {fmt_ms(T0 - 2 * TF)} listed after {fmt_ms(T0 - TF)}",
+    )
 
 
 def test_to_candle_carries_the_row() -> None:
