@@ -19,6 +19,7 @@ from shared.exchange_models import (
     make_client_order_id,
     parse_balance,
     parse_market,
+    parse_order,
     parse_position,
     parse_trade,
     rewrite_api_urls,
@@ -157,21 +158,39 @@ def test_parse_market_reads_ccxt_precision_and_limits() -> None:
 
 
 def test_parse_balance_prefers_the_account_fields() -> None:
-    raw = {
-        "USDT": {"free": 900.0, "used": 100.0, "total": 1000.0},
-        "info": {
-            "assets": [
-                {
-                    "asset": "USDT",
-                    "walletBalance": "1000",
-                    "unrealizedProfit": "-20",
-                    "marginBalance": "980",
-                }
-            ]
-        },
-    }
+    # Values that differ from one another, so each field shows where it was read from.
+    asset = {"asset": "USDT", "walletBalance": "1005", "unrealizedProfit": "-20",
+             "marginBalance": "983"}  # fmt: skip
+    raw = {"USDT": {"free": 900.0, "used": 100.0, "total": 1000.0}, "info": {"assets": [asset]}}
     b = parse_balance(raw, "USDT")
-    assert (b.wallet, b.free, b.used, b.equity, b.unrealized_pnl) == (1000, 900, 100, 980, -20)
+    assert (b.currency, b.wallet, b.free, b.used) == ("USDT", 1005, 900, 100)
+    assert (b.equity, b.unrealized_pnl) == (983, -20)
+    no_margin = parse_balance(raw | {"info": {"assets": [asset | {"marginBalance": None}]}}, "USDT")
+    assert no_margin.equity == 1005 - 20  # wallet plus the open PnL
+    bare = parse_balance({"USDT": {"free": 900.0, "used": 100.0, "total": 1000.0}}, "USDT")
+    assert (bare.wallet, bare.equity, bare.unrealized_pnl) == (1000, 1000, 0)  # ccxt's total
+
+
+def test_a_binance_stop_order_reads_whole_through_ccxt() -> None:
+    ex = _with_btc_market()
+    raw = {  # GET /fapi/v1/order of the market order a triggered stop became
+        "orderId": 25851813, "symbol": "BTCUSDT", "status": "FILLED",
+        "clientOrderId": "tb-abc", "price": "0", "avgPrice": "58790.10", "origQty": "0.010",
+        "executedQty": "0.010", "cumQuote": "587.901", "timeInForce": "GTC",
+        "type": "MARKET", "reduceOnly": True, "closePosition": False, "side": "SELL",
+        "positionSide": "BOTH", "stopPrice": "0", "workingType": "CONTRACT_PRICE",
+        "origType": "MARKET", "time": 1720736417660, "updateTime": 1720736417661,
+    }  # fmt: skip
+    order = parse_order(ex.parse_order(raw, ex.markets["BTC/USDT:USDT"]))
+    assert (order.id, order.client_order_id, order.symbol) == (
+        "25851813",
+        "tb-abc",
+        "BTC/USDT:USDT",
+    )
+    assert (order.side, order.type, order.status) == ("sell", "market", "closed")
+    assert (order.amount, order.filled, order.average) == (0.01, 0.01, 58790.1)
+    assert (order.reduce_only, order.timestamp, order.is_stop) == (True, 1720736417660, False)
+    assert order.triggered_order_id is None
 
 
 def test_parse_position_skips_flat_and_reads_side() -> None:
