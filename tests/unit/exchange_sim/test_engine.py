@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -213,3 +215,48 @@ def test_round_trip_pnl_is_price_move_minus_two_fees(
     expected = qty * (exit_ - entry) - 0.0005 * qty * (entry + exit_)
     assert acct.wallet - 1e9 == pytest.approx(expected, abs=1e-6)
     assert acct.open_positions() == {}
+
+
+# Binance's own code and text for each refusal (what a client logs and ccxt maps by code).
+BINANCE_ERRORS = {
+    "off_tick": (-4014, "Price not increased by tick size."),
+    "zero_trigger": (-4014, "Price not increased by tick size."),
+    "duplicate_id": (-4116, "ClientOrderId is duplicated."),
+    "immediate": (-2021, "Order would immediately trigger."),
+    "cancel_ended": (-2011, "Unknown order sent."),
+    "margin_type_name": (-1116, "Invalid marginType."),
+    "margin_type_same": (-4046, "No need to change margin type."),
+    "margin_type_position": (-4048, "Margin type cannot be changed if there exists position."),
+    "margin_type_orders": (-4047, "Margin type cannot be changed if there exists open orders."),
+}
+
+
+@pytest.mark.parametrize("case", sorted(BINANCE_ERRORS))
+def test_refusals_carry_binances_code_and_text(case: str) -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+
+    def stop(trigger: float, cid: str = "s") -> engine.AlgoOrder:
+        return engine.place_stop(acct, BTC, "SELL", 0.1, trigger, 60_000.0, 2, cid, True, False)
+
+    def open_stop_then_flat() -> None:
+        stop(58_800.0)
+        sell(acct, 0.1, reduce_only=True)
+        engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+
+    actions: dict[str, Callable[[], object]] = {
+        "off_tick": lambda: stop(58_800.05),
+        "zero_trigger": lambda: stop(0.0),
+        "duplicate_id": lambda: (stop(58_800.0), stop(58_700.0)),
+        "immediate": lambda: stop(60_100.0),
+        "cancel_ended": lambda: engine.cancel_algo(
+            acct, engine.cancel_algo(acct, stop(58_800.0), 3), 4
+        ),
+        "margin_type_name": lambda: engine.set_margin_type(acct, "BTCUSDT", "cross"),
+        "margin_type_same": lambda: engine.set_margin_type(acct, "BTCUSDT", "CROSSED"),
+        "margin_type_position": lambda: engine.set_margin_type(acct, "BTCUSDT", "ISOLATED"),
+        "margin_type_orders": open_stop_then_flat,
+    }  # fmt: skip
+    with pytest.raises(SimError) as e:
+        actions[case]()
+    assert (e.value.code, e.value.msg) == BINANCE_ERRORS[case]
