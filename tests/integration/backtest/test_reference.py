@@ -183,3 +183,17 @@ def test_exact_thresholds_and_ties_on_a_coarse_grid(seed: int, max_positions: in
     )
     eng, _ = run_both(on_coarse_grid(generate_candles(4, 4, seed)), s)
     assert len(eng.trades) > 20
+
+
+def test_progress_is_reported_in_order_and_ends_complete() -> None:
+    frames = generate_candles(3, 2, 5)
+    calls: list[tuple[int, int]] = []
+    result = run_backtest(
+        frames, BacktestConfig.from_settings(Settings(**BUSY)), lambda s, n: calls.append((s, n))
+    )
+    n_steps = len(result.step_ms)
+    assert calls[-1] == (n_steps, n_steps)
+    assert all(n == n_steps for _, n in calls)
+    done = [s for s, _ in calls]
+    assert done == sorted(done)
+    assert 2 <= len(calls) <= 102  # about every 1 % of the candidates, not every one
