@@ -22,7 +22,15 @@ from shared import keys
 from shared.book import BookPosition
 from shared.bus import ensure_group
 from shared.order_ids import entry_client_id, exit_client_id, stop_client_id
-from shared.schemas import ExitSignal, OrderEvent, StopCommand, exit_signal_id, stop_command_id
+from shared.schemas import (
+    EntrySignal,
+    ExitReason,
+    ExitSignal,
+    OrderEvent,
+    StopCommand,
+    exit_signal_id,
+    stop_command_id,
+)
 from tests.integration.bus.helpers import eventually
 from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
 
@@ -43,6 +51,25 @@ async def book_from_events(h: Harness) -> None:
 
             pos = fold.with_stop(BookPosition.load(raw), ev)
             await h.redis.hset(keys.BOOK_POSITIONS, pos.position_id, pos.dump())
+
+
+async def entered_long(h: Harness) -> EntrySignal:
+    """Enter a SOL long through the executor and book it as state would; return its signal."""
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL, "long")
+    await h.executor.enter(sig, await h.now())
+    await book_from_events(h)
+    return sig
+
+
+async def exit_of(
+    h: Harness, sig: EntrySignal, reason: ExitReason, price: float, best: float
+) -> ExitSignal:
+    """Return state's exit signal for the long ``sig`` (reason, price and best price)."""
+    return ExitSignal(
+        id=exit_signal_id(sig.id, reason), position_id=sig.id, symbol=SOL, side="long",
+        reason=reason, price=price, best_price=best, ts=await h.now(),
+    )  # fmt: skip
 
 
 async def queued(h: Harness) -> bool:
@@ -182,14 +209,8 @@ async def test_a_pending_entry_is_dropped_once_its_position_is_booked_or_closed(
 
 async def test_exit_closes_at_market_then_cancels_the_stop(make_executor: MakeHarness) -> None:
     h: Harness = await make_executor()
-    await h.set_universe(SOL)
-    sig = await h.signal(SOL, "long")
-    await h.executor.enter(sig, await h.now())
-    await book_from_events(h)
-    exit_sig = ExitSignal(
-        id=exit_signal_id(sig.id, "trail"), position_id=sig.id, symbol=SOL, side="long",
-        reason="trail", price=150.0, best_price=155.0, ts=await h.now(),
-    )  # fmt: skip
+    sig = await entered_long(h)
+    exit_sig = await exit_of(h, sig, "trail", 150.0, 155.0)
     await h.executor.handle(exit_sig, "3-0")
     acct = h.sim.account
     assert "SOLUSDT" not in acct.open_positions()
@@ -220,18 +241,12 @@ async def test_an_exit_refused_while_the_stop_is_still_open_is_recorded_rejected
     make_executor: MakeHarness,
 ) -> None:
     h: Harness = await make_executor()
-    await h.set_universe(SOL)
-    sig = await h.signal(SOL, "long")
-    await h.executor.enter(sig, await h.now())
-    await book_from_events(h)
+    sig = await entered_long(h)
     raw = h.sim.make_ccxt()
     await raw.load_markets()
     await raw.create_order(SOL, "market", "sell", h.sim.account.position("SOLUSDT").amount,
                            None, {"reduceOnly": True})  # closed by hand  # fmt: skip
-    exit_sig = ExitSignal(
-        id=exit_signal_id(sig.id, "trail"), position_id=sig.id, symbol=SOL, side="long",
-        reason="trail", price=150.0, best_price=155.0, ts=await h.now(),
-    )  # fmt: skip
+    exit_sig = await exit_of(h, sig, "trail", 150.0, 155.0)
     await h.executor.handle(exit_sig, "3-0")
     last = (await h.events())[-1]
     assert (last.event, last.purpose, last.position_id) == ("rejected", "exit", sig.id)
@@ -244,16 +259,10 @@ async def test_an_exit_refused_because_the_stop_filled_first_reports_the_stop_fi
     make_executor: MakeHarness,
 ) -> None:
     h: Harness = await make_executor()
-    await h.set_universe(SOL)
-    sig = await h.signal(SOL, "long")
-    await h.executor.enter(sig, await h.now())
-    await book_from_events(h)
+    sig = await entered_long(h)
     h.sim.set_path("SOLUSDT", [140.0])
     h.sim.step(1)  # the stop at 147 fills: no position is left to exit
-    exit_sig = ExitSignal(
-        id=exit_signal_id(sig.id, "trail"), position_id=sig.id, symbol=SOL, side="long",
-        reason="trail", price=150.0, best_price=155.0, ts=await h.now(),
-    )  # fmt: skip
+    exit_sig = await exit_of(h, sig, "trail", 150.0, 155.0)
     await h.executor.handle(exit_sig, "3-0")
     stop_filled, rejected = (await h.events())[-2:]  # the fill is published first
     assert (rejected.event, rejected.purpose, rejected.position_id) == ("rejected", "exit", sig.id)
@@ -280,16 +289,10 @@ async def test_a_stop_the_exchange_refuses_closes_the_position(make_executor: Ma
 
 async def test_a_stop_fill_is_confirmed_from_the_exchange(make_executor: MakeHarness) -> None:
     h: Harness = await make_executor()
-    await h.set_universe(SOL)
-    sig = await h.signal(SOL, "long")
-    await h.executor.enter(sig, await h.now())
-    await book_from_events(h)
+    sig = await entered_long(h)
     h.sim.set_path("SOLUSDT", [140.0])
     h.sim.step(1)  # through the stop at 147: it fills at its trigger price
-    stop_sig = ExitSignal(
-        id=exit_signal_id(sig.id, "stop"), position_id=sig.id, symbol=SOL, side="long",
-        reason="stop", price=147.0, best_price=150.0, ts=await h.now(),
-    )  # fmt: skip
+    stop_sig = await exit_of(h, sig, "stop", 147.0, 150.0)
     before = REGISTRY.get_sample_value("tradebot_orders_total", STOP_FILLED) or 0
     await h.executor.handle(stop_sig, "4-0")
     [filled] = [e for e in await h.events() if e.event == "stop_filled"]
@@ -386,10 +389,7 @@ async def test_a_stop_command_places_a_repair_only_when_no_earlier_stop_is_open(
     make_executor: MakeHarness,
 ) -> None:
     h: Harness = await make_executor()
-    await h.set_universe(SOL)
-    sig = await h.signal(SOL, "long")
-    await h.executor.enter(sig, await h.now())
-    await book_from_events(h)
+    sig = await entered_long(h)
     acct = h.sim.account
     qty = acct.position("SOLUSDT").amount
 
@@ -447,18 +447,12 @@ async def test_an_exit_racing_the_entrys_stop_still_leaves_no_stop_behind(
     make_executor: MakeHarness,
 ) -> None:
     h: Harness = await make_executor()
-    await h.set_universe(SOL)
-    sig = await h.signal(SOL, "long")
-    await h.executor.enter(sig, await h.now())
-    await book_from_events(h)
+    sig = await entered_long(h)
     [first] = list(h.sim.account.algo_orders.values())
     # The position's stop #1 is being placed right now (as right after an entry fill):
     repair = stop_client_id(sig.id, 1)
     h.executor.busy.add(repair)
-    exit_sig = ExitSignal(
-        id=exit_signal_id(sig.id, "manual"), position_id=sig.id, symbol=SOL, side="long",
-        reason="manual", price=150.0, best_price=150.0, ts=await h.now(),
-    )  # fmt: skip
+    exit_sig = await exit_of(h, sig, "manual", 150.0, 150.0)
     raw = await h.redis.hget(keys.BOOK_POSITIONS, sig.id)
     assert raw is not None
     from shared.book import BookPosition

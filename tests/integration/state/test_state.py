@@ -71,6 +71,16 @@ async def has_positions(h: StateHarness) -> bool:
     return bool(await book.read_positions(h.redis))
 
 
+async def stop_by_hand(
+    raw: Any, symbol: str, side: str, qty: float, trigger: float, cid: str
+) -> None:
+    """Place a reduce-only stop-market order straight through ccxt, as a person would."""
+    await raw.create_order(
+        symbol, "market", side, qty, None,
+        {"clientOrderId": cid, "triggerPrice": trigger, "reduceOnly": True},
+    )  # fmt: skip
+
+
 def order_event(event: str, purpose: str, side: str, price: float, **kw: Any) -> OrderEvent:
     return OrderEvent(
         event=event, client_order_id=kw.pop("cid", "c-" + event), signal_id=PID,  # type: ignore[arg-type]
@@ -220,10 +230,7 @@ async def test_reconcile_books_how_a_vanished_position_closed(
     await raw.create_order(ETH, "market", "sell", 1.0)
     await raw.create_order(BTC, "market", "buy", 0.01)
     stop_cid = stop_client_id(by_stop)
-    await raw.create_order(
-        ETH, "market", "buy", 1.0, None,
-        {"clientOrderId": stop_cid, "triggerPrice": 3060.0, "reduceOnly": True},
-    )  # fmt: skip
+    await stop_by_hand(raw, ETH, "buy", 1.0, 3060.0, stop_cid)
     for i, ev in enumerate([
         fill_event(by_exit, SOL, "buy", 2.0, 150.0),
         fill_event(by_stop, ETH, "sell", 1.0, 3000.0),
@@ -285,10 +292,7 @@ async def test_reconcile_adopts_positions_with_their_own_open_stops_and_corrects
         (BTC, "buy", 0.01, 62000.0, "by-hand-btc"),  # a buy stop of another symbol first
         (ETH, "buy", 1.0, 3100.0, "by-hand-eth"),
     ):
-        await raw.create_order(
-            symbol, "market", side, qty, None,
-            {"clientOrderId": cid, "triggerPrice": trigger, "reduceOnly": True},
-        )  # fmt: skip
+        await stop_by_hand(raw, symbol, side, qty, trigger, cid)
     await h.state.on_event(order_event("filled", "entry", "buy", 150.0, ts=0), "1-0")
     await h.state.on_event(order_event("stop_placed", "stop", "sell", 147.0, cid=own_stop), "2-0")
     before = {k: gauge("tradebot_reconcile_corrections_total", kind=k) or 0
@@ -347,10 +351,7 @@ async def test_reconcile_leaves_a_protected_position_alone(
     await raw.load_markets()
     await raw.create_order(SOL, "market", "buy", 2.0)
     stop_cid = stop_client_id(PID)
-    await raw.create_order(
-        SOL, "market", "sell", 2.0, None,
-        {"clientOrderId": stop_cid, "triggerPrice": 147.0, "reduceOnly": True},
-    )  # fmt: skip
+    await stop_by_hand(raw, SOL, "sell", 2.0, 147.0, stop_cid)
     await h.state.on_event(order_event("filled", "entry", "buy", 150.0, ts=0), "1-0")
     await h.state.on_event(order_event("stop_placed", "stop", "sell", 147.0, cid=stop_cid), "2-0")
     await h.rec.run_once()
