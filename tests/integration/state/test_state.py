@@ -71,6 +71,14 @@ async def has_positions(h: StateHarness) -> bool:
     return bool(await book.read_positions(h.redis))
 
 
+@pytest.fixture
+async def raw(sim: SimHandle) -> Any:
+    """A plain ccxt client on the simulator, markets loaded: the exchange as a person uses it."""
+    client = sim.make_ccxt()
+    await client.load_markets()
+    return client
+
+
 async def stop_by_hand(
     raw: Any, symbol: str, side: str, qty: float, trigger: float, cid: str
 ) -> None:
@@ -159,11 +167,9 @@ async def test_ticks_move_best_and_ask_for_the_trail_exit(harness: StateHarness)
 
 
 async def test_reconcile_adopts_an_unknown_position_and_asks_for_its_stop(
-    harness: StateHarness, sim: SimHandle
+    harness: StateHarness, raw: Any
 ) -> None:
     h = harness
-    raw = sim.make_ccxt()
-    await raw.load_markets()
     await raw.create_order(SOL, "market", "sell", 3.0)
     await h.rec.run_once()
     [pos] = (await book.read_positions(h.redis)).values()
@@ -177,7 +183,7 @@ async def test_reconcile_adopts_an_unknown_position_and_asks_for_its_stop(
 
 
 async def test_reconcile_closes_a_vanished_position_and_repairs_a_missing_stop(
-    harness: StateHarness, sim: SimHandle
+    harness: StateHarness, raw: Any
 ) -> None:
     h = harness
     await h.state.on_event(order_event("filled", "entry", "buy", 150.0, ts=0), "1-0")
@@ -188,8 +194,6 @@ async def test_reconcile_closes_a_vanished_position_and_repairs_a_missing_stop(
     [trade] = await book.read_all_trades(h.redis)
     assert trade.reason == "fault"
 
-    raw = sim.make_ccxt()
-    await raw.load_markets()
     await raw.create_order(SOL, "market", "buy", 2.0)
     other = PID.replace("1699999700000", "1699999400000")
     ev = order_event("filled", "entry", "buy", 150.0, ts=0, position_id=other)
@@ -216,14 +220,12 @@ def fill_event(pid: str, symbol: str, side: str, qty: float, price: float, **kw:
 
 
 async def test_reconcile_books_how_a_vanished_position_closed(
-    harness: StateHarness, sim: SimHandle
+    harness: StateHarness, sim: SimHandle, raw: Any
 ) -> None:
     """Our exit filled (reason as asked), its stop triggered (reason stop), or someone
     closed it on the exchange (reason fault, at the fills' average price and fees)."""
     h = harness
     fee_rate = h.rec.ctx.settings.fee_rate
-    raw = sim.make_ccxt()
-    await raw.load_markets()
     by_exit, by_stop, by_hand = (f"{s}|5m|1699999700000|{side}" for s, side in
                                  ((SOL, "long"), (ETH, "short"), (BTC, "long")))  # fmt: skip
     await raw.create_order(SOL, "market", "buy", 2.0)
@@ -278,11 +280,9 @@ async def test_reconcile_books_how_a_vanished_position_closed(
 
 
 async def test_reconcile_adopts_positions_with_their_own_open_stops_and_corrects_sizes(
-    harness: StateHarness, sim: SimHandle
+    harness: StateHarness, raw: Any
 ) -> None:
     h = harness
-    raw = sim.make_ccxt()
-    await raw.load_markets()
     await raw.create_order(SOL, "market", "buy", 3.0)  # the book says 2 (below)
     await raw.create_order(BTC, "market", "sell", 0.01)
     await raw.create_order(ETH, "market", "sell", 1.0)
@@ -343,12 +343,8 @@ async def test_events_of_other_kinds_are_ignored(harness: StateHarness) -> None:
     assert await book.read_positions(harness.redis) == {}
 
 
-async def test_reconcile_leaves_a_protected_position_alone(
-    harness: StateHarness, sim: SimHandle
-) -> None:
+async def test_reconcile_leaves_a_protected_position_alone(harness: StateHarness, raw: Any) -> None:
     h = harness
-    raw = sim.make_ccxt()
-    await raw.load_markets()
     await raw.create_order(SOL, "market", "buy", 2.0)
     stop_cid = stop_client_id(PID)
     await stop_by_hand(raw, SOL, "sell", 2.0, 147.0, stop_cid)
