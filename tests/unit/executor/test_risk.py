@@ -108,3 +108,80 @@ def test_every_order_of_a_position_has_its_own_stable_client_id() -> None:
         o.stop_intent("p", "X", "long", 1.0, 1.0, 1, 1).client_order_id,
     }
     assert len(ids) == 4  # one exit per position, whatever asked for it
+
+
+# What the operator reads for each refusal (the refused event and the executor's log line).
+@pytest.mark.parametrize(
+    ("change", "reason", "detail"),
+    [
+        ({"now_ms": CLOSE_MS - 1_001}, "not_closed", "candle closes in 1s"),
+        ({"now_ms": CLOSE_MS + S.timeframe_ms + 1}, "stale", "candle closed 300s ago"),
+        ({"halted": True}, "halted", "trading is halted (tradebot resume)"),
+        ({"limits": None}, "unknown_symbol", "the exchange lists no such market"),
+        ({"universe": None}, "not_in_universe", "not in the active universe"),
+        ({"occupied": {"SOL/USDT:USDT"}}, "position_open", "a position or entry is open"),
+        ({"occupied": {"A", "B", "C"}}, "no_free_slot", "3/3 slots taken"),
+        ({"equity": 0.5}, "too_small", "equity 0.50 sizes below the market minimum"),
+        (
+            {"limits": MarketLimits(amount_step=0.1, max_amount=79.9)},
+            "too_large",
+            "quantity 80 above the market maximum 79.9",
+        ),
+        ({"free_margin": 100.0}, "insufficient_margin", "needs 2670.67 margin, 100.00 free"),
+    ],
+)
+def test_each_refusal_says_why_in_words(
+    change: dict[str, object], reason: str, detail: str
+) -> None:
+    decision = check_entry(signal(), dataclasses.replace(GOOD, **change), S)  # type: ignore[arg-type]
+    assert (decision.refused, decision.detail, decision.quantity) == (reason, detail, 0.0)
+
+
+@pytest.mark.parametrize(
+    "change",
+    [
+        {"now_ms": CLOSE_MS - 1_000},  # a second early by another server's clock: accepted
+        {"occupied": {"A", "B"}},  # the last free slot
+        {"limits": MarketLimits(amount_step=0.1, max_amount=80.0)},  # exactly the maximum
+        {"limits": MarketLimits(amount_step=0.1)},  # no maximum
+        # margin 80 * 100 / 3 plus the fees of opening and closing at 3x: exactly enough
+        {"free_margin": 80 * 100.0 / 3 * (1 + 0.0005 * 3)},
+    ],
+)
+def test_each_limit_is_inclusive(change: dict[str, object]) -> None:
+    decision = check_entry(signal(), dataclasses.replace(GOOD, **change), S)  # type: ignore[arg-type]
+    assert decision.refused is None
+    assert decision.quantity == pytest.approx(80.0)
+
+
+def test_the_margin_needed_counts_the_fees_at_leverage() -> None:
+    # 2 666.67 margin + 2 666.67 * 3 * 0.0005 = 2 670.67: a cent less is refused
+    short = dataclasses.replace(GOOD, free_margin=2_670.66)
+    assert check_entry(signal(), short, S).refused == "insufficient_margin"
+    assert check_entry(signal(), dataclasses.replace(GOOD, free_margin=2_670.67), S).quantity
+
+
+def test_the_rules_are_checked_in_their_order() -> None:
+    """A signal breaking every rule is refused for the first: not_closed before stale ..."""
+    every = dataclasses.replace(
+        GOOD, halted=True, limits=None, universe=None, occupied={"SOL/USDT:USDT", "A", "B"},
+        equity=0.0, free_margin=0.0,
+    )  # fmt: skip
+    order = ["halted", "unknown_symbol", "not_in_universe", "position_open", "no_free_slot"]
+    fixes: list[dict[str, object]] = [
+        {"halted": False},
+        {"limits": GOOD.limits},
+        {"universe": GOOD.universe},
+        {"occupied": {"A", "B", "C"}},
+        {"occupied": set()},
+    ]
+    for expected, fix in zip(order, fixes, strict=True):
+        assert check_entry(signal(), every, S).refused == expected
+        every = dataclasses.replace(every, **fix)  # type: ignore[arg-type]
+    assert check_entry(signal(), every, S).refused == "too_small"
+    every = dataclasses.replace(every, equity=10_000.0)
+    assert check_entry(signal(), every, S).refused == "insufficient_margin"
+    early = dataclasses.replace(every, now_ms=CLOSE_MS - 2_000, halted=True)
+    assert check_entry(signal(), early, S).refused == "not_closed"
+    late = dataclasses.replace(every, now_ms=CLOSE_MS + S.timeframe_ms + 1, halted=True)
+    assert check_entry(signal(), late, S).refused == "stale"

@@ -63,3 +63,18 @@ def test_rotation_at_start_and_on_crossing_a_multiple() -> None:
     assert rotation_due(h3 - 1, h3, h3)  # close exactly on the multiple
     assert not rotation_due(h3, h3 + 300_000, h3)
     assert rotation_due(h3 - 1, 2 * h3 + 1, h3)
+
+
+def test_no_order_without_a_positive_price() -> None:
+    assert position_quantity(10_000, 0.0, 0.8, 3, 3) == 0.0
+    assert position_quantity(10_000, -1.0, 0.8, 3, 3) == 0.0
+
+
+def test_no_order_when_the_quantity_overflows() -> None:
+    # 10 000 * 0.8 / 3 * 3 / 1e-320 = 8e323, beyond the largest float: infinite, not an order
+    assert position_quantity(10_000, 1e-320, 0.8, 3, 3) == 0.0
+
+
+def test_a_step_of_zero_leaves_the_amount_as_it_is() -> None:
+    assert round_down_to_step(0.123456789, 0.0) == 0.123456789
+    assert position_quantity(10_000, 30.0, 0.8, 3, 3) == 8_000 / 30
