@@ -101,6 +101,11 @@ def _natural(name: str) -> tuple[str, int]:
     return stem, int(number) if number.isdigit() else 0
 
 
+def _dotted(path: str) -> str:
+    """Return the mutant name prefix of a module path: services/x/y.py -> services.x.y."""
+    return path.removesuffix(".py").replace("/", ".") + "."
+
+
 def reasons() -> dict[str, str]:
     """Return the explained survivors: mutant name (or fnmatch pattern) to reason."""
     if not SURVIVORS.exists():
@@ -175,8 +180,12 @@ def main(argv: list[str] | None = None) -> int:
         print(f"below {args.min:g}% killed (or not run): {', '.join(low)}")
     if unexplained:
         print(f"{unexplained} survivor(s) without a reason in {SURVIVORS.relative_to(ROOT)}")
-    stale = [p for p in known if not any(reason_for(n, {p: ""}) is not None for m in modules
-                                         for n, _ in m.survivors)]  # fmt: skip
+    # A reason is stale when its module was run and no survivor of it matches any more.
+    run = [m for m in modules if m.checked]
+    stale = [p for p in known
+             if any(p.startswith(_dotted(m.path)) for m in run)
+             and not any(reason_for(n, {p: ""}) is not None for m in run for n, _ in m.survivors)
+             ]  # fmt: skip
     if stale:
         print(f"{len(stale)} reason(s) in survivors.toml match no survivor: {', '.join(stale)}")
     return 1 if low or unexplained or pending else 0

@@ -114,8 +114,8 @@ def test_every_order_of_a_position_has_its_own_stable_client_id() -> None:
 @pytest.mark.parametrize(
     ("change", "reason", "detail"),
     [
-        ({"now_ms": CLOSE_MS - 1_001}, "not_closed", "candle closes in 1s"),
-        ({"now_ms": CLOSE_MS + S.timeframe_ms + 1}, "stale", "candle closed 300s ago"),
+        ({"now_ms": CLOSE_MS - 600_000}, "not_closed", "candle closes in 600s"),
+        ({"now_ms": CLOSE_MS + 900_000}, "stale", "candle closed 900s ago"),
         ({"halted": True}, "halted", "trading is halted (tradebot resume)"),
         ({"limits": None}, "unknown_symbol", "the exchange lists no such market"),
         ({"universe": None}, "not_in_universe", "not in the active universe"),
@@ -185,3 +185,10 @@ def test_the_rules_are_checked_in_their_order() -> None:
     assert check_entry(signal(), early, S).refused == "not_closed"
     late = dataclasses.replace(every, now_ms=CLOSE_MS + S.timeframe_ms + 1, halted=True)
     assert check_entry(signal(), late, S).refused == "stale"
+
+
+def test_an_entry_of_less_than_one_unit_is_taken() -> None:
+    # margin 100 * 0.8 / 3 = 26.67; x3 / 100 = 0.8 (step 0.1, notional 80 >= 5)
+    decision = check_entry(signal(), dataclasses.replace(GOOD, equity=100.0), S)
+    assert decision.refused is None
+    assert decision.quantity == pytest.approx(0.8)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
 from services.signals.sizing import MarketLimits, position_quantity, round_down_to_step
 from services.signals.universe import rank_universe, rotation_due
@@ -78,3 +79,8 @@ def test_no_order_when_the_quantity_overflows() -> None:
 def test_a_step_of_zero_leaves_the_amount_as_it_is() -> None:
     assert round_down_to_step(0.123456789, 0.0) == 0.123456789
     assert position_quantity(10_000, 30.0, 0.8, 3, 3) == 8_000 / 30
+
+
+def test_an_account_worth_less_than_one_dollar_still_trades() -> None:
+    # margin 0.9 * 0.8 / 3 = 0.24; x3 / 0.1 = 7.2
+    assert position_quantity(0.9, 0.1, 0.8, 3, 3) == pytest.approx(7.2)
