@@ -244,3 +244,54 @@ def test_signal_ids_are_checked() -> None:
             id="wrong", symbol="X", timeframe="5m", candle_open_time=0, side="long", price=1.0,
             body_pct=0.01, vol_ratio=2.0, chop=40.0, ts=0,
         )  # fmt: skip
+
+
+def _error(data: bytes, model: type[Message] | None = None) -> tuple[str, str]:
+    with pytest.raises(SchemaError) as err:
+        decode(data, model) if model else decode(data)
+    return str(err.value), err.value.field
+
+
+def _candle_without(field: str) -> bytes:
+    obj = good_candle()
+    del obj[field]
+    return orjson.dumps(obj)
+
+
+# The whole text an operator reads in a dead letter's error, and the field it names.
+@pytest.mark.parametrize(
+    ("data", "model", "message", "field"),
+    [
+        (b"[1, 2]", None, "expected a JSON object, got list", ""),
+        (b'"x"', Candle, "expected a JSON object, got str", ""),
+        (orjson.dumps(good_candle() | {"v": 2}), None,
+         "Candle.v: unsupported schema version 2 (1..1)", "v"),
+        (orjson.dumps(good_candle() | {"close": -1.0}), Candle,
+         "Candle.close: Input should be greater than 0 (got -1.0)", "close"),
+        (orjson.dumps(good_candle() | {"open": "10"}), None,
+         "Candle.open: Input should be a valid number (got '10')", "open"),
+        (orjson.dumps(good_candle() | {"stop": 1}), None,
+         "Candle.stop: Extra inputs are not permitted (got 1)", "stop"),
+        # the input of a missing field is the whole object: not repeated in the message
+        (_candle_without("low"), None, "Candle.low: Field required", "low"),
+        (_candle_without("low"), Candle, "Candle.low: Field required", "low"),
+        # a rule over several fields names the model alone
+        (orjson.dumps(good_candle() | {"high": 9.5}), Candle,
+         "Candle: Value error, high/low must enclose open and close", ""),
+        (encode(PriceTick(symbol="X", price=1.0, ts=1)), Candle,
+         "kind: expected Candle, got 'tick'", "kind"),
+        (orjson.dumps(good_candle() | {"kind": "nope"}), None,
+         "kind: unknown message kind 'nope'", "kind"),
+    ],
+)  # fmt: skip
+def test_each_error_is_one_exact_line(
+    data: bytes, model: type[Message] | None, message: str, field: str
+) -> None:
+    assert _error(data, model) == (message, field)
+
+
+def test_unreadable_json_says_so_and_names_no_field() -> None:
+    message, field = _error(b"{")
+    assert message.startswith("not valid JSON: ")
+    assert "line 1 column 2" in message
+    assert field == ""
