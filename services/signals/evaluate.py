@@ -10,7 +10,6 @@ bit for bit the side and indicator values the backtester computes at t on the wh
 
 from __future__ import annotations
 
-import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -114,5 +113,4 @@ def entry_reason(ev: Evaluation, settings: Settings) -> str:
 
 def describe(ev: Evaluation) -> str:
     """Return the indicator part of a signal log line: ``body=0.82% VR=2.1 CHOP=43``."""
-    chop = "nan" if math.isnan(ev.chop) else f"{ev.chop:.0f}"
-    return f"body={ev.body_pct:.2%} VR={ev.vol_ratio:.1f} CHOP={chop}"
+    return f"body={ev.body_pct:.2%} VR={ev.vol_ratio:.1f} CHOP={ev.chop:.0f}"  # NaN: "nan"

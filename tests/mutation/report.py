@@ -11,7 +11,7 @@ figures can be trusted at a glance; ``--markdown`` prints the README table.
 
 Usage::
 
-    python -m tests.mutation.report [--min 90] [--markdown] [--quiet]
+    python -m tests.mutation.report [--min 90] [--markdown] [--quiet] [--module shared/bus.py]
 """
 
 from __future__ import annotations
@@ -154,9 +154,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--min", type=float, default=90.0, help="lowest killed %% per module")
     parser.add_argument("--markdown", action="store_true", help="print the table as markdown")
     parser.add_argument("--quiet", action="store_true", help="no diffs, only names and reasons")
+    parser.add_argument(
+        "--module", action="append", help="only this module (a path as in only_mutate); repeatable"
+    )
     args = parser.parse_args(argv)
 
-    modules = load(configured_modules())
+    modules = load(args.module or configured_modules())
     known = reasons()
     unexplained = 0
     for m in modules:

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from services.backtest.engine import BacktestConfig, candidate_sides
 from services.signals import indicators as ind
-from services.signals.evaluate import CandleWindow, Evaluation, entry_reason, evaluate
+from services.signals.evaluate import CandleWindow, Evaluation, describe, entry_reason, evaluate
 from services.signals.rules import LONG, SHORT
 from shared.config import Settings
 from shared.schemas import Candle
@@ -176,3 +176,20 @@ def test_reason_names_the_thresholds_met() -> None:
     assert ev.side_name == "long"
     s = Settings(timeframe=TF)
     assert entry_reason(ev, s) == "green body 0.82% >= 0.70%, VR 2.10 >= 1.8, CHOP 43.2 < 50"
+
+
+def test_a_short_reason_names_the_short_threshold() -> None:
+    ev = Evaluation(0, 101.0, 100.0, 0.0099, 1.62, 38.04, SHORT)
+    assert ev.side_name == "short"
+    s = Settings(timeframe=TF)
+    assert entry_reason(ev, s) == "red body 0.99% >= 0.70%, VR 1.62 >= 1.5, CHOP 38.0 < 50"
+
+
+def test_the_log_line_shows_the_indicators_rounded() -> None:
+    assert describe(Evaluation(0, 100.0, 101.0, 0.0082, 2.14, 43.4, LONG)) == (
+        "body=0.82% VR=2.1 CHOP=43"
+    )
+    # CHOP is NaN until a segment has CHOP_PERIOD candles
+    assert describe(Evaluation(0, 100.0, 101.0, 0.0, 1.0, math.nan, None)) == (
+        "body=0.00% VR=1.0 CHOP=nan"
+    )
