@@ -16,6 +16,7 @@ from services.market_data.candles import (
     plan_candles,
     publish_order,
     to_candle,
+    why_refused,
 )
 from shared.exchange_models import OHLCV, parse_ohlcv
 from shared.schemas import Candle
@@ -117,7 +118,7 @@ def test_a_refused_candle_is_not_stored_and_publishing_waits_for_it() -> None:
     assert p.waiting_for == T0 - 2 * TF
     assert p.missing == []
     assert [t for t, _ in p.refused] == [T0 - 2 * TF]
-    assert "high/low must enclose open and close" in p.refused[0][1]
+    assert p.refused[0][1] == "high/low must enclose open and close"
     assert opens(p.window) == [T0 - 3 * TF, T0 - TF]
 
 
@@ -195,3 +196,10 @@ def test_a_value_ccxt_could_not_read_is_nan_not_zero() -> None:
     assert math.isnan(r.volume)
     with pytest.raises(ValueError, match="volume"):
         to_candle("BTC/USDT:USDT", "5m", r)
+
+
+def test_a_refused_candle_names_its_field_and_rule() -> None:
+    bad = OHLCV(T0 - TF, 100.0, 101.0, 99.0, -1.0, 5.0)  # a negative close
+    p = plan([bad], T0 - 2 * TF, count=1)
+    assert p.refused == [(T0 - TF, "close: Input should be greater than 0")]
+    assert why_refused(ValueError("not a number")) == "not a number"
