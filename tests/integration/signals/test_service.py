@@ -5,6 +5,7 @@ from __future__ import annotations
 import logging
 import re
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,10 +14,12 @@ import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from services.signals.evaluate import evaluate
+from services.signals.service import BATCH, CandleEvaluator, candle_consumer
 from shared import keys
 from shared.bus import publish
-from shared.redisconn import EmbeddedRedis
-from shared.schemas import PriceTick, entry_signal_id
+from shared.redisconn import EmbeddedRedis, redis_from_url
+from shared.schemas import PriceTick, encode, entry_signal_id
+from shared.service import ServiceContext
 from tests.integration.bus.helpers import dlq_entries, eventually
 from tests.integration.signals.helpers import (
     TF,
@@ -188,3 +191,56 @@ async def test_an_overflowing_volume_ratio_is_still_a_signal(
         await eventually(lambda: _has(redis_client, last, 1))
     [signal] = await signals(redis_client)
     assert (signal.side, signal.vol_ratio) == ("long", sys.float_info.max)
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+async def test_the_window_skips_foreign_members_and_keeps_the_rest(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path)
+    series = trend("WIN/USDT:USDT")
+    await store(redis_client, series)
+    key = keys.candles_key("WIN/USDT:USDT", TF)
+    oldest = series[0].open_time
+    # At the oldest end of the window: another symbol's candle and a message of another
+    # kind. Each is skipped alone: every candle after them stays in the window.
+    [other] = trend("OTHER/USDT:USDT", n=1, start=oldest - TF_MS)
+    tick = PriceTick(symbol="WIN/USDT:USDT", price=1.0, ts=1)
+    await redis_client.zadd(key, {encode(other): oldest - TF_MS, encode(tick): oldest - 2 * TF_MS})
+    window = await CandleEvaluator(redis_client, settings).load_window(series[-1])
+    assert window == series
+
+
+async def test_a_signal_is_stamped_now_and_counted_by_side_and_symbol(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path)
+    series = trend("STAMP/USDT:USDT")
+    await store(redis_client, series)
+    signals_before = sample("tradebot_signals_total", side="long", symbol="STAMP/USDT:USDT")
+    seconds_before = sample("tradebot_evaluation_duration_seconds_sum")
+    before_ms, started = time.time() * 1000, time.perf_counter()
+    await CandleEvaluator(redis_client, settings).handle(series[-1], "0-1")
+    after_ms, elapsed = time.time() * 1000, time.perf_counter() - started
+    [sig] = await signals(redis_client)
+    assert before_ms - 1 <= sig.ts <= after_ms + 1  # the wall clock in ms
+    assert sample("tradebot_signals_total", side="long", symbol="STAMP/USDT:USDT") == (
+        signals_before + 1
+    )
+    spent = sample("tradebot_evaluation_duration_seconds_sum") - seconds_before
+    assert 0 < spent <= elapsed  # the evaluation's own time, within the call's
+
+
+def test_the_consumer_reads_small_batches_with_the_configured_redelivery(
+    redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    settings = make_settings(redis_server, tmp_path, reclaim_idle_ms=7_000, max_deliveries=4)
+    ctx = ServiceContext(settings, "signals", "signals-test", redis_from_url(redis_server.url))
+    consumer = candle_consumer(ctx)
+    assert (consumer.stream, consumer.group, consumer.name) == (
+        keys.STREAM_CANDLES, keys.GROUP_SIGNALS, "signals-test"
+    )  # fmt: skip
+    assert (consumer.count, consumer.reclaim_idle_ms, consumer.max_deliveries) == (BATCH, 7_000, 4)
