@@ -237,8 +237,8 @@ class BackoffPolicy:
         ceiling = min(self.maximum, self.initial * 2.0 ** (attempt - 1))
         if err is not None and classify(err) is Kind.RATE_LIMIT:
             ceiling = min(self.maximum * self.rate_limit_factor, ceiling * self.rate_limit_factor)
-            floor = retry_after(err) or ceiling / 2
-            return max(floor, ceiling / 2 + rand * ceiling / 2)
+            # Half to all of the ceiling, and never before the server's Retry-After.
+            return max(retry_after(err) or 0.0, ceiling / 2 + rand * ceiling / 2)
         if err is not None and classify(err) is Kind.CLOCK:
             return 0.0  # the clock was re-synced; the next attempt can go at once
         return rand * ceiling

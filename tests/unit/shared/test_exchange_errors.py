@@ -18,6 +18,7 @@ from shared.exchange_errors import (
     OrderRejected,
     OutcomeUnknown,
     TemporaryError,
+    UnreadableAnswer,
     classify,
     is_retryable,
     parse_retry_after,
@@ -213,3 +214,39 @@ def test_backoff_stays_within_bounds(attempt: int, rand: float) -> None:
     policy = BackoffPolicy(attempts=30, initial=0.05, maximum=2.0, rate_limit_factor=4.0)
     assert 0 <= policy.wait(attempt, ccxt.ExchangeNotAvailable("x"), rand) <= 2.0
     assert 0 < policy.wait(attempt, _rate_limited(None), rand) <= 8.0
+
+
+def test_sanitize_output_word_for_word() -> None:
+    text = (
+        "binanceusdm GET http://127.0.0.1:8900/fapi/v3/account?timestamp=1&signature=abcdef0123 "
+        'body {"k": "my-api-key", "s": "signature=00ff"} my-secret'
+    )
+    assert sanitize(text, ["my-api-key", "my-secret"]) == (
+        "binanceusdm GET http://127.0.0.1:8900/fapi/v3/account?… "
+        'body {"k": "**********", "s": "signature=…"} **********'
+    )
+
+
+def test_sanitize_cuts_only_beyond_the_limit() -> None:
+    assert sanitize("x" * 300) == "x" * 300
+    assert sanitize("x" * 301) == "x" * 299 + "…"
+
+
+def test_a_network_failure_says_whether_the_retries_ran_out() -> None:
+    timeout = ccxt.RequestTimeout("slow")
+    assert str(translate(timeout, "balance")) == "balance: RequestTimeout: slow (retries exhausted)"
+    once = translate(timeout, "balance", retries_exhausted=False)
+    assert (type(once), str(once)) == (TemporaryError, "balance: RequestTimeout: slow")
+
+
+def test_only_an_unreadable_bad_response_is_an_unreadable_answer() -> None:
+    def caused(err: ccxt.BaseError, cause: BaseException) -> ccxt.BaseError:
+        err.__cause__ = cause
+        return err
+
+    unreadable = translate(caused(ccxt.BadResponse("html"), TypeError("str")), "markets")
+    assert (type(unreadable), unreadable.call) == (UnreadableAnswer, "markets")
+    # a timeout whose cause happens to be a TypeError is a plain network failure
+    timeout = translate(caused(ccxt.RequestTimeout("slow"), TypeError("x")), "markets")
+    assert type(timeout) is TemporaryError
+    assert type(translate(ccxt.BadResponse("empty"), "markets")) is TemporaryError
