@@ -88,8 +88,16 @@ async def test_unconfirmed_entry_intent_raises_and_stays_open_a_stop_goes_on(
     stop_replica(pair)
     entry2 = o.entry_intent("pos-2", ETH, "short", 1.0, 2)
     before = unconfirmed("entry")
-    with caplog.at_level(logging.INFO, logger="executor"), pytest.raises(IntentNotConfirmed):
+    with (
+        caplog.at_level(logging.INFO, logger="executor"),
+        pytest.raises(IntentNotConfirmed) as refused,
+    ):
         await journal.open_intent(entry2, pending_symbol=True)
+    assert refused.value.client_order_id == entry2.client_order_id
+    assert str(refused.value) == (
+        f"intent {entry2.client_order_id} confirmed by 0 of 1 replica(s) within 200 ms: "
+        "order not sent"
+    )
     assert unconfirmed("entry") == before + 1
     assert (
         f"Replica: intent {entry2.client_order_id} confirmed by 0 of 1 replica(s) within 200 ms:"
