@@ -1,0 +1,250 @@
+"""The matching engine at its edges: values exactly at a limit, stop ordering, exact fields."""
+
+from __future__ import annotations
+
+import pytest
+
+from services.exchange_sim import engine
+from services.exchange_sim.engine import Account, SimError, spec_for
+
+BTC = spec_for("BTCUSDT", 60_000.0)  # price step 0.1, quantity step 0.001
+ETH = spec_for("ETHUSDT", 3_000.0)  # price step 0.01, quantity step 0.01
+DOGE = spec_for("DOGEUSDT", 0.15)  # price step 0.000001, whole coins
+POSITION_LIMIT = "Exceeded the maximum allowable position at current leverage."
+
+
+def fresh(wallet: float = 10_000.0) -> Account:
+    return Account(wallet=wallet, fee_rate=0.0005)
+
+
+def buy(acct: Account, qty: float, price: float = 60_000.0) -> engine.Order:
+    return engine.fill_market(acct, BTC, "BUY", qty, price, {"BTCUSDT": price}, 1, "c")
+
+
+def stop(
+    acct: Account,
+    side: str,
+    trigger: float,
+    qty: float = 0.1,
+    reduce_only: bool = True,
+    cid: str = "s",
+    price: float = 60_000.0,
+) -> engine.AlgoOrder:
+    return engine.place_stop(acct, BTC, side, qty, trigger, price, 2, cid, reduce_only, False)
+
+
+# --- maintenance margin brackets ---
+
+
+@pytest.mark.parametrize(
+    ("notional", "rate"),
+    [
+        (0.0, 0.004),
+        (50_000.0, 0.004),  # exactly at the first cap: still the first bracket
+        (50_000.01, 0.005),
+        (250_000.0, 0.005),
+        (1_000_000.0, 0.01),
+        (5_000_000.0, 0.025),
+        (20_000_000.0, 0.05),
+        (50_000_000.0, 0.1),
+        (1_000_000_000.0, 0.125),  # the last cap
+        (2_000_000_000.0, 0.125),  # beyond every cap: the last bracket's rate
+    ],
+)
+def test_maint_rate_bracket_includes_its_cap(notional: float, rate: float) -> None:
+    assert engine.maint_rate(notional) == rate
+
+
+# --- leverage ---
+
+
+@pytest.mark.parametrize("leverage", [1, 2, 124, 125])
+def test_leverage_one_through_125_is_accepted(leverage: int) -> None:
+    acct = fresh()
+    engine.set_leverage(acct, "BTCUSDT", leverage, 60_000.0)
+    assert acct.leverage_of("BTCUSDT") == leverage
+
+
+@pytest.mark.parametrize("leverage", [0, -1, 126])
+def test_leverage_off_1_to_125_is_refused(leverage: int) -> None:
+    acct = fresh()
+    with pytest.raises(SimError) as e:
+        engine.set_leverage(acct, "BTCUSDT", leverage, 60_000.0)
+    assert (e.value.code, e.value.msg) == (-4028, f"Leverage {leverage} is not valid")
+    assert acct.leverage_of("BTCUSDT") == engine.DEFAULT_LEVERAGE
+
+
+def test_leverage_is_refused_only_when_the_position_exceeds_its_cap() -> None:
+    acct = fresh()
+    buy(acct, 1.0, 50_000.0)  # 50 000 notional at 20x
+    # A tick higher the position is worth 50 000.1, over the 50 000 cap of 125x.
+    with pytest.raises(SimError) as e:
+        engine.set_leverage(acct, "BTCUSDT", 125, 50_000.1)
+    assert (e.value.code, e.value.msg, e.value.status) == (-2027, POSITION_LIMIT, 400)
+    assert str(e.value) == f"-2027 {POSITION_LIMIT}"
+    assert acct.leverage_of("BTCUSDT") == 20
+    engine.set_leverage(acct, "BTCUSDT", 125, 50_000.0)  # exactly at the cap: allowed
+    assert acct.leverage_of("BTCUSDT") == 125
+
+
+def test_leverage_checks_its_own_symbols_position() -> None:
+    acct = fresh()
+    buy(acct, 1.0, 50_000.0)
+    engine.set_leverage(acct, "ETHUSDT", 125, 50_000.1)  # no ETH position: no limit
+    assert (acct.leverage_of("ETHUSDT"), acct.leverage_of("BTCUSDT")) == (125, 20)
+
+
+def test_sim_error_text_is_code_then_message() -> None:
+    err = SimError(-2019, "Margin is insufficient.")
+    assert str(err) == "-2019 Margin is insufficient."
+    assert (err.code, err.msg, err.status) == (-2019, "Margin is insufficient.", 400)
+
+
+# --- placing stops ---
+
+
+def test_stop_fields_as_placed() -> None:
+    acct = fresh()
+    algo = stop(acct, "SELL", 58_800.0)
+    assert algo.working_type == "CONTRACT_PRICE"  # Binance's default workingType
+    assert (algo.create_time, algo.update_time, algo.trigger_time) == (2, 2, 0)
+    assert (algo.quantity, algo.trigger_price, algo.status) == (0.1, 58_800.0, "NEW")
+    mark = engine.place_stop(
+        acct, BTC, "SELL", 0.1, 58_700.0, 60_000.0, 5, "m", True, False, "MARK_PRICE"
+    )
+    assert (mark.working_type, mark.create_time, mark.update_time) == ("MARK_PRICE", 5, 5)
+
+
+@pytest.mark.parametrize("qty", [0.0, 0.1, 1.0])
+def test_close_position_stop_carries_no_quantity(qty: float) -> None:
+    acct = fresh()
+    algo = engine.place_stop(acct, BTC, "SELL", qty, 58_800.0, 60_000.0, 2, "s", False, True)
+    assert (algo.quantity, algo.close_position) == (0.0, True)
+
+
+def test_stop_trigger_below_one_is_accepted() -> None:
+    acct = fresh()
+    algo = engine.place_stop(acct, DOGE, "SELL", 100.0, 0.14, 0.15, 2, "d", True, False)
+    assert algo.trigger_price == 0.14
+    up = engine.place_stop(acct, DOGE, "BUY", 100.0, 1.0, 0.15, 2, "u", True, False)
+    assert up.trigger_price == 1.0
+
+
+def test_buy_stop_at_the_price_would_trigger_at_once() -> None:
+    acct = fresh()
+    with pytest.raises(SimError) as e:
+        stop(acct, "BUY", 60_000.0)
+    assert (e.value.code, e.value.msg) == (-2021, "Order would immediately trigger.")
+    assert acct.algo_orders == {}
+    assert stop(acct, "BUY", 60_000.1).status == "NEW"  # a tick above: fine
+
+
+# --- triggering stops ---
+
+
+def test_spawned_order_has_its_own_client_id_and_the_stop_price() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    algo = stop(acct, "SELL", 58_800.0)
+    engine.trigger_stops(acct, BTC, 57_000.0, {"BTCUSDT": 57_000.0}, 4)
+    spawned = acct.orders[algo.actual_order_id]
+    assert spawned.client_order_id == f"sim-algo-{algo.algo_id}"
+    assert (spawned.stop_price, spawned.avg_price, spawned.orig_type) == (
+        58_800.0,
+        58_800.0,
+        "STOP_MARKET",
+    )
+    assert (spawned.reduce_only, spawned.time, spawned.executed_qty) == (True, 4, 0.1)
+
+
+def test_a_missed_stop_or_another_symbols_stop_does_not_stop_the_scan() -> None:
+    acct = fresh()
+    buy(acct, 0.2)
+    low = stop(acct, "SELL", 58_000.0, cid="low")
+    eth = engine.place_stop(acct, ETH, "SELL", 1.0, 2_900.0, 3_000.0, 2, "e", True, False)
+    high = stop(acct, "SELL", 59_000.0, cid="high")
+    assert low.algo_id < eth.algo_id < high.algo_id
+    # 58 500 misses the lower stop (placed first) and reaches the higher one.
+    assert engine.trigger_stops(acct, BTC, 58_500.0, {"BTCUSDT": 58_500.0}, 3) == [high]
+    assert (low.status, eth.status, high.status) == ("NEW", "NEW", "FINISHED")
+    assert acct.position("BTCUSDT").amount == pytest.approx(0.1)
+    assert engine.trigger_stops(acct, BTC, 57_000.0, {"BTCUSDT": 57_000.0}, 4) == [low]
+    assert (low.status, low.actual_price, eth.status) == ("FINISHED", 58_000.0, "NEW")
+
+
+def test_a_cancelled_stop_first_does_not_stop_the_scan() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    engine.cancel_algo(acct, stop(acct, "SELL", 59_000.0, cid="a"), 3)
+    live = stop(acct, "SELL", 58_000.0, cid="b")
+    assert engine.trigger_stops(acct, BTC, 57_000.0, {"BTCUSDT": 57_000.0}, 4) == [live]
+    assert live.status == "FINISHED"
+
+
+def test_two_stops_hit_at_once_fire_in_algo_id_order() -> None:
+    acct = fresh()
+    buy(acct, 0.1)
+    first = stop(acct, "SELL", 59_000.0, cid="first")
+    second = stop(acct, "SELL", 58_000.0, cid="second")
+    # Saved and loaded state may list the stops in any order; they still fire by algo id.
+    data = acct.to_dict()
+    data["algo_orders"] = dict(reversed(list(data["algo_orders"].items())))
+    loaded = Account.from_dict(data)
+    fired = engine.trigger_stops(loaded, BTC, 57_000.0, {"BTCUSDT": 57_000.0}, 4)
+    assert [a.algo_id for a in fired] == [first.algo_id, second.algo_id]
+    one, two = fired
+    # The first closes the whole long at its trigger; the second finds nothing to reduce.
+    assert (one.status, one.actual_price, two.status, two.actual_order_id) == (
+        "FINISHED",
+        59_000.0,
+        "EXPIRED",
+        0,
+    )
+    assert loaded.trades[-1].realized_pnl == pytest.approx(-100.0)
+    assert loaded.position("BTCUSDT").amount == 0
+
+
+def test_a_triggered_stop_checks_margin_at_its_trigger_price() -> None:
+    acct = fresh(553.0)
+    buy(acct, 0.1)  # wallet 550 after the 3 USDT fee
+    algo = stop(acct, "BUY", 61_000.0, reduce_only=False)
+    # At 61 000: 550 + 100 unrealised - 305 margin = 345 available >= 305 + 3.05 fee.
+    # At the stale 60 000 the caller passes it would be 250: too little.
+    fired = engine.trigger_stops(acct, BTC, 61_000.0, {"BTCUSDT": 60_000.0}, 3)
+    assert fired == [algo]
+    assert (algo.status, algo.actual_price) == ("FINISHED", 61_000.0)
+    pos = acct.position("BTCUSDT")
+    assert pos.amount == 0.2
+    assert pos.entry_price == pytest.approx(60_500.0)
+    assert acct.wallet == pytest.approx(546.95)
+
+
+def test_a_stop_whose_fill_lacks_margin_ends_rejected() -> None:
+    acct = fresh(400.0)
+    buy(acct, 0.1)  # wallet 397: at 61 000, 192 available < 308.05 needed
+    algo = stop(acct, "BUY", 61_000.0, reduce_only=False)
+    fired = engine.trigger_stops(acct, BTC, 61_000.0, {"BTCUSDT": 61_000.0}, 3)
+    assert fired == [algo]
+    assert (algo.status, algo.actual_order_id, algo.trigger_time, algo.update_time) == (
+        "REJECTED",
+        0,
+        3,
+        3,
+    )
+    assert len(acct.orders) == 1  # only the opening buy
+    assert acct.position("BTCUSDT").amount == 0.1
+
+
+# --- state ---
+
+
+def test_settings_round_trip_through_dict() -> None:
+    acct = fresh()
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    engine.set_leverage(acct, "BTCUSDT", 10, 60_000.0)
+    buy(acct, 0.1)
+    again = Account.from_dict(acct.to_dict())
+    assert again.margin_type_of("BTCUSDT") == "ISOLATED"
+    assert again.leverage_of("BTCUSDT") == 10
+    assert again.position("BTCUSDT").isolated_wallet == pytest.approx(600.0)
+    assert again == acct
