@@ -10,6 +10,7 @@ from services.exchange_sim.engine import Account, SimError, spec_for
 BTC = spec_for("BTCUSDT", 60_000.0)  # price step 0.1, quantity step 0.001
 ETH = spec_for("ETHUSDT", 3_000.0)  # price step 0.01, quantity step 0.01
 DOGE = spec_for("DOGEUSDT", 0.15)  # price step 0.000001, whole coins
+PRICES = {"BTCUSDT": 60_000.0}
 POSITION_LIMIT = "Exceeded the maximum allowable position at current leverage."
 
 
@@ -248,3 +249,101 @@ def test_settings_round_trip_through_dict() -> None:
     assert again.leverage_of("BTCUSDT") == 10
     assert again.position("BTCUSDT").isolated_wallet == pytest.approx(600.0)
     assert again == acct
+
+
+# --- fills and positions ---
+
+
+def test_a_plain_market_order_has_type_market_and_no_stop_price() -> None:
+    acct = fresh()
+    order = buy(acct, 0.1)
+    assert (order.orig_type, order.stop_price, order.status) == ("MARKET", 0.0, "FILLED")
+
+
+def test_ids_are_one_sequence_stepping_by_one() -> None:
+    acct = fresh()
+    assert acct.next_id == 1_000_001
+    order = buy(acct, 0.1)
+    algo = stop(acct, "SELL", 58_800.0)
+    assert (order.order_id, acct.trades[0].trade_id, algo.algo_id) == (
+        1_000_002,
+        1_000_003,
+        1_000_004,
+    )
+
+
+def test_a_full_close_leaves_no_entry_price_or_margin() -> None:
+    for mtype in ("CROSSED", "ISOLATED"):
+        acct = fresh()
+        if mtype == "ISOLATED":
+            engine.set_margin_type(acct, "BTCUSDT", mtype)
+        buy(acct, 0.1)
+        engine.fill_market(acct, BTC, "SELL", 0.1, 61_000.0, {"BTCUSDT": 61_000.0}, 2, "c")
+        pos = acct.position("BTCUSDT")
+        assert (pos.amount, pos.entry_price, pos.isolated_wallet, pos.update_time) == (
+            0.0,
+            0.0,
+            0.0,
+            2,
+        ), mtype
+
+
+def test_isolated_margin_adds_up_and_shrinks_in_proportion() -> None:
+    acct = fresh()
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    buy(acct, 0.1, 60_000.0)  # 300 margin at 20x
+    buy(acct, 0.1, 62_000.0)  # + 310
+    assert acct.position("BTCUSDT").isolated_wallet == pytest.approx(610.0)
+    # Closing a quarter of the 0.2 long frees a quarter of the margin.
+    engine.fill_market(acct, BTC, "SELL", 0.05, 61_000.0, {"BTCUSDT": 61_000.0}, 2, "c")
+    pos = acct.position("BTCUSDT")
+    assert pos.amount == pytest.approx(0.15)
+    assert pos.isolated_wallet == pytest.approx(457.5)
+    assert pos.entry_price == pytest.approx(61_000.0)
+
+
+def test_one_lot_step_left_stays_open_however_small_the_step() -> None:
+    tiny = engine.SymbolSpec("TINYUSDT", "TINY", 1, 12, min_notional=0.0)
+    acct = fresh()
+    acct.positions["TINYUSDT"] = engine.Position(2e-12, 60_000.0)
+    engine.fill_market(
+        acct, tiny, "SELL", 1e-12, 60_000.0, {"TINYUSDT": 60_000.0}, 2, "c", reduce_only=True
+    )
+    pos = acct.position("TINYUSDT")
+    assert (pos.amount, pos.entry_price) == (1e-12, 60_000.0)
+
+
+def test_close_position_with_nothing_to_close_is_refused() -> None:
+    acct = fresh()
+    for holding in (0.0, 0.1):  # flat, then long: a closePosition BUY reduces neither
+        if holding:
+            buy(acct, holding)
+        with pytest.raises(SimError) as e:
+            engine.fill_market(acct, BTC, "BUY", 0.0, 60_000.0, PRICES, 2, "c", close_position=True)
+        assert (e.value.code, e.value.msg) == (-2022, "ReduceOnly Order is rejected.")
+    assert len(acct.orders) == 1
+
+
+def test_a_close_position_stop_with_no_position_expires() -> None:
+    acct = fresh()
+    algo = engine.place_stop(acct, BTC, "SELL", 0.0, 59_000.0, 60_000.0, 2, "s", False, True)
+    assert engine.trigger_stops(acct, BTC, 58_000.0, {"BTCUSDT": 58_000.0}, 3) == [algo]
+    assert (algo.status, algo.actual_order_id, acct.orders) == ("EXPIRED", 0, {})
+
+
+@pytest.mark.parametrize(
+    ("leverage", "cap"),
+    [
+        (1, 1_000_000_000.0),
+        (2, 50_000_000.0),
+        (3, 20_000_000.0),
+        (20, 1_000_000.0),
+        (21, 250_000.0),
+        (50, 250_000.0),
+        (51, 50_000.0),
+        (125, 50_000.0),
+        (126, 0.0),  # no bracket allows more than 125x: nothing may be held
+    ],
+)
+def test_max_notional_per_leverage(leverage: int, cap: float) -> None:
+    assert engine.max_notional(leverage) == cap
