@@ -3,14 +3,18 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
+from collections.abc import AsyncIterator
 from typing import Any
 
+import pytest
 import redis.asyncio as aioredis
 from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.lease import Lease
-from shared.redisconn import EmbeddedRedis
+from shared.redisconn import EmbeddedRedis, redis_from_url
 from tests.integration.bus.helpers import eventually
 from tests.integration.bus.servers import redis_server
 
@@ -117,3 +121,75 @@ async def test_held_turns_false_without_the_renew_task(redis_client: aioredis.Re
     await redis_client.set(keys.lease_key(SERVICE), "someone-else")
     assert not await a.renew()
     assert not a.held()
+
+
+async def test_a_renewal_that_fails_for_a_moment_keeps_the_lease(
+    redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    a = Lease(redis_client, SERVICE, ttl_ms=6_000)  # renewed every 2 s, given up after 4 s
+    key = keys.lease_key(SERVICE)
+    with caplog.at_level(logging.WARNING, logger="shared.lease"):
+        async with a.hold() as lost:
+            await redis_client.delete(key)
+            await redis_client.hset(key, "x", "y")  # the next renewals fail with WRONGTYPE
+            await eventually(lambda: "failed, retrying" in caplog.text)
+            await redis_client.delete(key)
+            await redis_client.set(key, a.token, px=500)  # as it was: ours, near expiry
+            await eventually(lambda: _pttl_above(redis_client, 1_000))  # renewed again
+            assert not lost.is_set()
+            assert a.held()
+
+
+@contextlib.asynccontextmanager
+async def slow_link(port: int, delay_s: float) -> AsyncIterator[int]:
+    """Yield the port of a TCP relay to 127.0.0.1:``port`` that holds every reply ``delay_s``."""
+
+    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
+        try:
+            while data := await src.read(65536):
+                await asyncio.sleep(delay)  # the injected latency, not a wait for anything
+                dst.write(data)
+                await dst.drain()
+        except ConnectionError:
+            pass
+        finally:
+            dst.close()
+
+    relays: set[asyncio.Future[Any]] = set()
+
+    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
+        task = asyncio.ensure_future(
+            asyncio.gather(pump(reader, up_writer, 0.0), pump(up_reader, writer, delay_s))
+        )
+        relays.add(task)
+        await asyncio.wait({task})
+
+    server = await asyncio.start_server(relay, "127.0.0.1", 0)
+    try:
+        yield server.sockets[0].getsockname()[1]
+    finally:
+        server.close()
+        for task in relays:
+            task.cancel()
+        await asyncio.gather(*relays, return_exceptions=True)
+
+
+async def test_a_slow_renewal_is_waited_for(
+    redis_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Every reply 20 ms late (a slow network): each renewal is waited for, none fails."""
+    async with slow_link(redis_server.port, 0.02) as port:
+        client = redis_from_url(f"redis://127.0.0.1:{port}/0")
+        try:
+            a = Lease(client, SERVICE, ttl_ms=3_000)  # renewed every second, given up at 2 s
+            with caplog.at_level(logging.WARNING, logger="shared.lease"):
+                async with a.hold() as lost:
+                    for _ in range(3):  # three renewals, each seen as the TTL going up
+                        before = await client.pttl(keys.lease_key(SERVICE))
+                        await eventually(lambda b=before: _pttl_above(client, b))
+                    assert not lost.is_set()
+                    assert a.held()
+            assert "failed" not in caplog.text
+        finally:
+            await client.aclose()
