@@ -48,9 +48,15 @@ chaos: $(STAMP)
 # where a bug costs money and runs the tests that reach each one; then the report prints the
 # killed ratio per module and every surviving mutant. Slow (hours on 2 cores); not in CI.
 # Resumes where it stopped; JOBS=N mutants at once (default 8: most tests wait on I/O).
+# MODULE=shared.bus re-checks one module's mutants (after new tests) and reports it alone.
 mutation: $(STAMP)
+ifdef MODULE
+	$(BIN)/mutmut run --max-children $(or $(JOBS),8) "$(MODULE).*" || true
+	$(BIN)/python -m tests.mutation.report --quiet --module $(subst .,/,$(MODULE)).py
+else
 	$(BIN)/mutmut run --max-children $(or $(JOBS),8) || true
 	$(BIN)/python -m tests.mutation.report --quiet
+endif
 
 # Regenerate requirements.lock (runtime) and requirements-dev.lock (runtime + the dev extra)
 # from pyproject.toml with pip-tools, installed in a throwaway venv. Pins already in the
