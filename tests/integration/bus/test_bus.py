@@ -192,6 +192,38 @@ async def test_group_recreated_after_stream_deleted(redis_client: aioredis.Redis
     assert [g["name"].decode() for g in groups] == [GROUP]
 
 
+async def test_a_stream_deleted_under_a_blocked_read_is_recreated_not_raised(
+    redis_client: aioredis.Redis,
+) -> None:
+    seen: list[PriceTick] = []
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", _record(seen), PriceTick,
+                        block_ms=10_000, reclaim_idle_ms=60_000)  # fmt: skip
+    await publish(redis_client, STREAM, tick(1))
+    await ensure_group(redis_client, STREAM, GROUP)
+    assert await consumer.poll() == 1
+    reading = asyncio.create_task(consumer.poll())  # nothing new: blocks up to 10 s
+
+    async def blocked() -> bool:
+        clients: Any = await redis_client.client_list()
+        return any(c["cmd"] == "xreadgroup" and "b" in c["flags"] for c in clients)
+
+    await eventually(blocked)
+    await redis_client.delete(STREAM)  # the server ends the blocked read with UNBLOCKED
+    assert await asyncio.wait_for(reading, 30) == 0
+    groups: Any = await redis_client.xinfo_groups(STREAM)  # recreated at once
+    assert [g["name"].decode() for g in groups] == [GROUP]
+    await publish(redis_client, STREAM, tick(2))
+    assert await consumer.poll() == 1
+    assert [m.ts for m in seen] == [1, 2]
+
+
+def _record(seen: list[PriceTick]) -> Any:
+    async def handle(msg: PriceTick, entry_id: str) -> None:
+        seen.append(msg)
+
+    return handle
+
+
 async def test_a_group_recreated_reads_what_was_added_while_it_was_gone(
     redis_client: aioredis.Redis,
 ) -> None:
