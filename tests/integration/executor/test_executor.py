@@ -27,6 +27,7 @@ from shared.schemas import (
     ExitReason,
     ExitSignal,
     OrderEvent,
+    PriceTick,
     StopCommand,
     exit_signal_id,
     stop_command_id,
@@ -538,3 +539,48 @@ async def test_leverage_the_exchange_refuses_refuses_the_entry(make_executor: Ma
     await h.executor.enter(sig, await h.now())
     assert await h.executor.journal.settled(sig.id) == "refused:exchange_rejected"
     assert h.sim.account.orders == {}
+
+
+def sample(name: str, **labels: str) -> float:
+    return REGISTRY.get_sample_value(name, labels or None) or 0.0
+
+
+async def test_an_entry_of_another_timeframe_is_refused_before_it_is_queued(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    sig = await h.signal(SOL)
+    minute = sig.model_copy(
+        update={"id": sig.id.replace("|5m|", "|1m|"), "timeframe": "1m"}
+    )  # an id of its own timeframe, as a 1m worker would make it
+    before = sample("tradebot_entries_refused_total", reason="wrong_timeframe")
+    await h.executor.queue_entry(minute)
+    assert await h.executor.journal.settled(minute.id) == "refused:wrong_timeframe"
+    assert sample("tradebot_entries_refused_total", reason="wrong_timeframe") == before + 1
+    assert not await queued(h)
+
+
+async def test_the_candle_to_fill_delay_is_measured_from_the_candle_close(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    before = sample("tradebot_candle_to_order_seconds_sum")
+    count = sample("tradebot_candle_to_order_seconds_count")
+    sig = await entered_long(h)
+    [filled] = [e for e in await h.events() if e.event == "filled"]
+    close_ms = sig.candle_open_time + h.executor.s.timeframe_ms
+    assert sample("tradebot_candle_to_order_seconds_count") == count + 1
+    assert sample("tradebot_candle_to_order_seconds_sum") - before == pytest.approx(
+        (filled.ts - close_ms) / 1000
+    )
+
+
+async def test_a_message_not_for_the_executor_is_left_alone(
+    make_executor: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h: Harness = await make_executor()
+    tick = PriceTick(symbol=SOL, price=1.0, ts=1)
+    with caplog.at_level(logging.WARNING, logger="executor"):
+        await h.executor.handle(tick, "5-1")
+    assert "Signals: PriceTick 5-1 is not for the executor; ignored" in caplog.text
+    assert (h.sim.account.orders, await h.events()) == ({}, [])
