@@ -347,3 +347,103 @@ def test_a_close_position_stop_with_no_position_expires() -> None:
 )
 def test_max_notional_per_leverage(leverage: int, cap: float) -> None:
     assert engine.max_notional(leverage) == cap
+
+
+# --- symbol rules and quantities ---
+
+
+@pytest.mark.parametrize(
+    ("price", "price_precision", "quantity_precision"),
+    [
+        (150_000.0, 1, 3),  # both clamps: at most 3 quantity decimals, at least 1 price decimal
+        (60_000.0, 1, 3),
+        (3_000.0, 2, 2),
+        (100.0, 3, 1),
+        (10.0, 4, 0),
+        (0.15, 6, 0),
+        (0.001234, 7, 0),  # exactly 7 price decimals before the clamp
+        (0.00001234, 7, 0),  # at most 7 price decimals
+    ],
+)
+def test_spec_for_precisions(price: float, price_precision: int, quantity_precision: int) -> None:
+    spec = spec_for("XUSDT", price)
+    assert (spec.price_precision, spec.quantity_precision) == (price_precision, quantity_precision)
+
+
+QTY_ERRORS = {
+    0.0: (-4003, "Quantity less than or equal to zero."),
+    -0.1: (-4003, "Quantity less than or equal to zero."),
+    0.0005: (-1111, "Precision is over the maximum defined for this asset."),
+    10_000.001: (-1013, "Filter failure: LOT_SIZE"),
+}
+
+
+@pytest.mark.parametrize("qty", sorted(QTY_ERRORS))
+def test_quantity_refusals_carry_binances_code_and_text(qty: float) -> None:
+    with pytest.raises(SimError) as e:
+        engine.check_quantity(BTC, qty)
+    assert (e.value.code, e.value.msg) == QTY_ERRORS[qty]
+
+
+def test_quantity_limits_are_inclusive() -> None:
+    engine.check_quantity(BTC, 0.001)  # one step: the minimum
+    engine.check_quantity(BTC, 10_000.0)  # the maximum
+    engine.check_quantity(DOGE, 1.0)
+    engine.check_quantity(DOGE, 1_000_000.0)
+    with pytest.raises(SimError) as e:
+        engine.check_quantity(DOGE, 1_000_001.0)
+    assert e.value.code == -1013
+
+
+def test_a_millionth_of_a_whole_coin_is_over_precision() -> None:
+    # 0.000001 DOGE (whole coins only): exactly one millionth off the step is off the step.
+    assert not engine.on_step(1e-6, 0)
+    with pytest.raises(SimError) as e:
+        engine.check_quantity(DOGE, 1e-6)
+    assert e.value.code == -1111
+
+
+def test_a_positive_quantity_of_zero_steps_is_refused() -> None:
+    # Within the float tolerance of zero steps, yet positive: never an order of nothing.
+    for qty in (1e-10, 1e-12):
+        with pytest.raises(SimError) as e:
+            engine.check_quantity(BTC, qty)
+        assert e.value.code in (-1111, -1013), qty
+
+
+# --- balances and records ---
+
+
+def test_isolated_pnl_stays_out_of_the_available_balance() -> None:
+    acct = fresh()
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    buy(acct, 0.1)  # wallet 9 997, 300 isolated
+    # At 61 000 a cross long would add 100 PnL and hold 305 margin; isolated holds its 300.
+    assert acct.available_balance({"BTCUSDT": 61_000.0}) == pytest.approx(9_697.0)
+    cross = fresh()
+    buy(cross, 0.1)
+    assert cross.available_balance({"BTCUSDT": 61_000.0}) == pytest.approx(9_792.0)
+
+
+def test_each_fill_records_one_trade() -> None:
+    acct = fresh()
+    buy(acct, 0.2)
+    order = engine.fill_market(acct, BTC, "SELL", 0.1, 61_000.0, {"BTCUSDT": 61_000.0}, 7, "x")
+    trade = acct.trades[-1]
+    fields = (trade.trade_id, trade.order_id, trade.symbol, trade.side, trade.price, trade.qty)
+    assert fields == (order.order_id + 1, order.order_id, "BTCUSDT", "SELL", 61_000.0, 0.1)
+    assert trade.commission == pytest.approx(3.05)
+    assert trade.realized_pnl == pytest.approx(100.0)
+    assert trade.time == 7
+    assert order.close_position is False
+    assert order.reduce_only is False
+
+
+def test_a_close_position_stop_spawns_a_close_position_order() -> None:
+    acct = fresh()
+    buy(acct, 0.2)
+    algo = engine.place_stop(acct, BTC, "SELL", 0.0, 59_000.0, 60_000.0, 2, "s", False, True)
+    engine.trigger_stops(acct, BTC, 58_000.0, {"BTCUSDT": 58_000.0}, 3)
+    spawned = acct.orders[algo.actual_order_id]
+    assert (spawned.close_position, spawned.reduce_only) == (True, False)
+    assert (spawned.orig_qty, spawned.executed_qty) == (0.2, 0.2)
