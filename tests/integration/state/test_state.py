@@ -378,3 +378,31 @@ async def test_a_malformed_event_goes_to_the_dlq_and_events_go_on(harness: State
         await task
     [dead] = await h.stream(keys.STREAM_DLQ)
     assert "unsupported schema version" in dead.error
+
+
+async def test_the_book_and_account_gauges_follow_positions_and_the_exchange(
+    harness: StateHarness, raw: Any
+) -> None:
+    h = harness
+    realized_before = await book.read_all_trades(h.redis)
+    assert realized_before == []  # a fresh server: the realised PnL is this test's trades only
+    await h.state.on_event(order_event("filled", "entry", "buy", 150.0), "1-0")
+    assert gauge("tradebot_positions_open") == 1
+    assert gauge("tradebot_position_notional", symbol=SOL, side="long") == pytest.approx(300.0)
+    exit_fill = order_event("filled", "exit", "sell", 153.0, reason="trail", ts=9_000)
+    await h.state.on_event(exit_fill, "2-0")
+    assert gauge("tradebot_positions_open") == 0
+    assert gauge("tradebot_position_notional", symbol=SOL, side="long") is None  # removed
+    assert gauge("tradebot_realized_pnl") == pytest.approx(2 * 3.0 - 0.3)
+
+    await raw.create_order(SOL, "market", "buy", 2.0)  # an open position moves equity
+    runs = gauge("tradebot_reconcile_runs_total", outcome="ok") or 0
+    await h.rec.run_once()
+    assert gauge("tradebot_reconcile_runs_total", outcome="ok") == runs + 1
+    balance = await raw.fetch_balance()
+    account = await book.read_account(h.redis)
+    assert account is not None
+    assert account.wallet == pytest.approx(float(balance["info"]["totalWalletBalance"]))
+    assert gauge("tradebot_equity") == pytest.approx(account.equity)
+    assert gauge("tradebot_unrealized_pnl") == pytest.approx(account.unrealized_pnl)
+    assert account.equity == pytest.approx(account.wallet + account.unrealized_pnl)
