@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from services.executor import orders as o
 from services.executor.journal import DAY_S, RECORD_TTL_S, IntentNotConfirmed, Journal
@@ -64,6 +65,9 @@ async def test_an_intent_is_kept_a_month_and_marks_its_symbol_only_when_asked(
         entry.client_order_id, stop.client_order_id,
     ]  # fmt: skip
     assert await redis_client.xlen(keys.STREAM_EVENTS) == 1
+    assert REGISTRY.get_sample_value("tradebot_intents_open") == 2
+    await journal.close_intent(stop, "placed")
+    assert REGISTRY.get_sample_value("tradebot_intents_open") == 1
 
 
 async def test_a_settled_intent_leaves_a_week_long_record_in_one_transaction(

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import redis.asyncio as aioredis
+from prometheus_client import REGISTRY
 
 from shared import keys
 from shared.book import BookPosition, read_last_prices
@@ -31,7 +32,9 @@ async def test_ticks_cover_the_universe_and_open_positions(
     sim: SimHandle, make_scanner: MakeScanner, redis_client: aioredis.Redis
 ) -> None:
     md = await make_scanner(sim, top_n=2, coin_rotate_hours=1000)
+    published = REGISTRY.get_sample_value("tradebot_ticks_total") or 0
     assert await md.scan()
+    assert REGISTRY.get_sample_value("tradebot_ticks_total") == published + 2
     assert md.universe is not None
     assert md.universe.symbols == [BTC, ETH]
     first = await stream_ticks(redis_client)

@@ -156,8 +156,10 @@ async def test_a_stop_fill_and_an_exit_without_a_reason_close_as_stop_and_manual
 async def test_ticks_move_best_and_ask_for_the_trail_exit(harness: StateHarness) -> None:
     h = harness
     await h.state.on_event(order_event("filled", "entry", "buy", 100.0), "1-0")
+    trail_exits = gauge("tradebot_exit_signals_total", reason="trail") or 0
     for ts, price in ((2_000, 103.0), (3_000, 102.4), (4_000, 102.0)):
         await h.state.on_tick(PriceTick(symbol=SOL, price=price, ts=ts), f"{ts}-0")
+    assert gauge("tradebot_exit_signals_total", reason="trail") == trail_exits + 1
     [signal] = await h.stream(keys.STREAM_SIGNALS)
     assert isinstance(signal, ExitSignal)
     assert (signal.reason, signal.price, signal.best_price) == ("trail", 102.4, 103.0)
