@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Awaitable, Callable
 
 import pytest
 from prometheus_client import REGISTRY
@@ -10,6 +11,7 @@ from prometheus_client import REGISTRY
 from services.exchange_sim import engine
 from shared.config import TIMEFRAME_MS
 from shared.exchange import ExchangeClient
+from shared.exchange_errors import OrderRejected
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
 from tests.integration.exchange.intents import Intent
@@ -198,3 +200,58 @@ async def test_trade_history_keeps_fills_that_share_a_millisecond_across_pages(
     trades = await client.trade_history(BTC, t0)
     assert [t.timestamp - t0 for t in trades] == [10, 20, 20, 20, 30]
     assert len({t.id for t in trades}) == 5
+
+
+def requests(call: str) -> float:
+    return REGISTRY.get_sample_value("tradebot_exchange_requests_total", {"call": call}) or 0.0
+
+
+async def test_every_call_is_counted_under_its_own_name(
+    client: ExchangeClient, sim: SimHandle
+) -> None:
+    """The per-call request counter is what the dashboard's exchange panels plot."""
+    since = sim.sim.now_ms() - 3_600_000
+    calls: dict[str, Callable[[], Awaitable[object]]] = {
+        "server_time": lambda: client.server_time(),
+        "load_markets": lambda: client.markets(reload=True),
+        "ohlcv": lambda: client.ohlcv(BTC, 2),
+        "tickers": lambda: client.tickers([BTC]),
+        "balance": lambda: client.balance(),
+        "positions": lambda: client.positions(),
+        "set_leverage": lambda: client.set_leverage(BTC, 3),
+        "place_order": lambda: client.place_order(Intent("tb-count-1", BTC, "buy", 0.01)),
+        "place_stop": lambda: client.place_order(
+            Intent("tb-count-2", BTC, "sell", 0.01, "stop_market", 55_000.0, True)
+        ),
+        "fetch_order": lambda: client.fetch_order(BTC, "tb-count-1"),
+        "fetch_stop": lambda: client.fetch_stop_order(BTC, "tb-count-2"),
+        "open_orders": lambda: client.open_orders(BTC),
+        "open_stops": lambda: client.open_stop_orders(BTC),
+        "cancel_stop": lambda: client.cancel_stop(BTC, "tb-count-2"),
+        "cancel_order": lambda: client.cancel_order(BTC, "tb-count-1"),
+        "order_history": lambda: client.order_history(BTC, since),
+        "stop_history": lambda: client.stop_order_history(BTC, since),
+        "trade_history": lambda: client.trade_history(BTC, since),
+    }
+    for call, request in calls.items():
+        before = requests(call)
+        await request()
+        assert requests(call) > before, call
+
+
+@pytest.mark.parametrize(
+    ("call", "send"),
+    [
+        ("cancel_stop", lambda c: c.cancel_stop("NOPE/USDT:USDT", "tb-x")),
+        ("cancel_order", lambda c: c.cancel_order("NOPE/USDT:USDT", "tb-x")),
+        ("fetch_stop", lambda c: c.fetch_stop_order("NOPE/USDT:USDT", "tb-x")),
+        ("fetch_order", lambda c: c.fetch_order("NOPE/USDT:USDT", "tb-x")),
+    ],
+)
+async def test_a_refused_call_is_named_in_its_error(
+    client: ExchangeClient, call: str, send: Callable[[ExchangeClient], Awaitable[object]]
+) -> None:
+    with pytest.raises(OrderRejected) as err:  # an unknown symbol: refused, not retried
+        await send(client)
+    assert err.value.call == call
+    assert str(err.value).startswith(f"{call}: BadSymbol: ")
