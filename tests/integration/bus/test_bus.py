@@ -129,8 +129,10 @@ async def test_dead_letter_after_max_deliveries(redis_client: aioredis.Redis) ->
 
 async def test_an_invalid_message_is_dead_lettered_at_once(redis_client: aioredis.Redis) -> None:
     seen: list[PriceTick] = []
+    handed: list[str] = []
 
     async def handle(msg: PriceTick, entry_id: str) -> None:
+        handed.append(entry_id)
         if msg.ts == 2:
             raise Invalid("tick 2 cannot be true")
         seen.append(msg)
@@ -141,9 +143,11 @@ async def test_an_invalid_message_is_dead_lettered_at_once(redis_client: aioredi
         await eventually(lambda: _dlq_len(redis_client, 1))
         await eventually(lambda: _no_pending(redis_client))
     assert sorted(m.ts for m in seen) == [0, 1, 3]
+    assert sorted(handed) == sorted(ids)  # each handler call gets its entry's id
     [dead] = await dlq_entries(redis_client)
     assert (dead.entry_id, dead.reason, dead.deliveries) == (ids[2], "invalid", 1)
     assert dead.error == "tick 2 cannot be true"
+    assert dead.payload == encode(tick(2)).decode()  # the message itself, to replay
 
 
 async def _dlq_len(client: aioredis.Redis, n: int) -> bool:
@@ -286,6 +290,7 @@ async def test_entry_that_keeps_killing_consumers_is_dead_lettered(
         await eventually(lambda: _dlq_len(redis_client, 1))
     [dead] = await dlq_entries(redis_client)
     assert (dead.entry_id, dead.reason, dead.deliveries) == (entry_id, "deliveries", 8)
+    assert dead.payload == encode(tick(5)).decode()
     assert seen == []
     assert await pending_count(redis_client) == 0
 
