@@ -144,9 +144,11 @@ async def test_resent_stop_intent_is_not_placed_twice(
     await client.place_order(Intent("tb-entry-3", BTC, "buy", 0.01))
     stop = Intent("tb-stop-3", BTC, "sell", 0.01, "stop_market", 57_000.0, True)
     first = await client.place_order(stop)
+    sends = requests("place_stop")
     second = await client.place_order(stop)
     assert second.id == first.id
     assert len(sim.account.algo_orders) == 1
+    assert requests("place_stop") == sends  # found by the lookup: not even sent again
 
 
 async def test_filled_order_id_is_not_reused(client: ExchangeClient, sim: SimHandle) -> None:
