@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+
 import pytest
 
 from services.exchange_sim import engine
@@ -447,3 +449,83 @@ def test_a_close_position_stop_spawns_a_close_position_order() -> None:
     spawned = acct.orders[algo.actual_order_id]
     assert (spawned.close_position, spawned.reduce_only) == (True, False)
     assert (spawned.orig_qty, spawned.executed_qty) == (0.2, 0.2)
+
+
+# --- fill_market's checks at their limits ---
+
+
+def test_reduce_only_refusal_text() -> None:
+    with pytest.raises(SimError) as e:
+        engine.fill_market(fresh(), BTC, "SELL", 0.1, 60_000.0, PRICES, 1, "c", reduce_only=True)
+    assert (e.value.code, e.value.msg) == (-2022, "ReduceOnly Order is rejected.")
+
+
+def test_min_notional_is_inclusive() -> None:
+    acct = fresh()
+    assert buy(acct, 0.001, 5_000.0).executed_qty == 0.001  # 5 USDT exactly
+    with pytest.raises(SimError) as e:
+        buy(acct, 0.001, 4_999.9)
+    assert (e.value.code, e.value.msg) == (
+        -4164,
+        "Order's notional must be no smaller than 5 (unless you choose reduce only).",
+    )
+
+
+def test_position_limit_is_inclusive_and_counts_the_position_after_the_fill() -> None:
+    acct = fresh()
+    engine.set_leverage(acct, "BTCUSDT", 125, 50_000.0)
+    buy(acct, 1.0, 50_000.0)  # 50 000 exactly: the 125x cap
+    with pytest.raises(SimError) as e:
+        buy(acct, 0.001, 50_000.0)
+    assert (e.value.code, e.value.msg) == (-2027, POSITION_LIMIT)
+    # A flip closes the long first: 1.8 sold leaves a 0.8 short (40 000), within the cap.
+    engine.fill_market(acct, BTC, "SELL", 1.8, 50_000.0, {"BTCUSDT": 50_000.0}, 2, "c")
+    assert acct.position("BTCUSDT").amount == pytest.approx(-0.8)
+
+
+def test_closing_needs_no_free_margin() -> None:
+    acct = fresh(303.0)
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    buy(acct, 0.1)  # every USDT left is in the isolated wallet: 0 available
+    assert acct.available_balance(PRICES) == pytest.approx(0.0)
+    engine.fill_market(acct, BTC, "SELL", 0.1, 60_000.0, PRICES, 2, "c")  # still closes
+    assert acct.position("BTCUSDT").amount == 0
+    assert acct.wallet == pytest.approx(297.0)
+
+
+@pytest.mark.parametrize(("wallet", "fills"), [(310.0, True), (308.0, False)])
+def test_a_cross_flip_counts_the_margin_its_closing_part_frees(wallet: float, fills: bool) -> None:
+    # Long 0.1 at 60 000 (300 margin, 3 fee): wallet - 303 free. Selling 0.2 frees the 300
+    # and needs 300 margin + 6 fee for the new short: fills when wallet - 3 >= 306.
+    acct = fresh(wallet)
+    buy(acct, 0.1)
+    if fills:
+        engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
+        assert acct.position("BTCUSDT").amount == pytest.approx(-0.1)
+    else:
+        with pytest.raises(SimError) as e:
+            engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
+        assert (e.value.code, e.value.msg) == (-2019, "Margin is insufficient.")
+
+
+@pytest.mark.parametrize(("wallet", "fills"), [(609.5, True), (608.5, False)])
+def test_an_isolated_flip_needs_its_new_margin_free(wallet: float, fills: bool) -> None:
+    # docs/exchange.md: only cross margin released by the closing part counts. Isolated long
+    # 0.1 at 60 000: wallet - 303 free; the new 0.1 short needs 300 + 6 fee of it.
+    acct = fresh(wallet)
+    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
+    buy(acct, 0.1)
+    if fills:
+        engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
+        assert acct.position("BTCUSDT").amount == pytest.approx(-0.1)
+    else:
+        with pytest.raises(SimError) as e:
+            engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
+        assert e.value.code == -2019
+
+
+def test_an_opening_fill_realizes_plus_zero() -> None:
+    # userTrades prints realizedPnl with fmt: -0.0 would read "-0".
+    acct = fresh()
+    buy(acct, 0.1)
+    assert math.copysign(1.0, acct.trades[-1].realized_pnl) == 1.0
