@@ -213,29 +213,38 @@ async def test_every_call_is_counted_under_its_own_name(
 ) -> None:
     """The per-call request counter is what the dashboard's exchange panels plot."""
     since = sim.sim.now_ms() - 3_600_000
-    calls: dict[str, Callable[[], Awaitable[object]]] = {
-        "server_time": lambda: client.server_time(),
-        "load_markets": lambda: client.markets(reload=True),
-        "ohlcv": lambda: client.ohlcv(BTC, 2),
-        "tickers": lambda: client.tickers([BTC]),
-        "balance": lambda: client.balance(),
-        "positions": lambda: client.positions(),
-        "set_leverage": lambda: client.set_leverage(BTC, 3),
-        "place_order": lambda: client.place_order(Intent("tb-count-1", BTC, "buy", 0.01)),
-        "place_stop": lambda: client.place_order(
-            Intent("tb-count-2", BTC, "sell", 0.01, "stop_market", 55_000.0, True)
-        ),
-        "fetch_order": lambda: client.fetch_order(BTC, "tb-count-1"),
-        "fetch_stop": lambda: client.fetch_stop_order(BTC, "tb-count-2"),
-        "open_orders": lambda: client.open_orders(BTC),
-        "open_stops": lambda: client.open_stop_orders(BTC),
-        "cancel_stop": lambda: client.cancel_stop(BTC, "tb-count-2"),
-        "cancel_order": lambda: client.cancel_order(BTC, "tb-count-1"),
-        "order_history": lambda: client.order_history(BTC, since),
-        "stop_history": lambda: client.stop_order_history(BTC, since),
-        "trade_history": lambda: client.trade_history(BTC, since),
-    }
-    for call, request in calls.items():
+    calls: list[tuple[str, Callable[[], Awaitable[object]]]] = list(
+        {
+            "server_time": lambda: client.server_time(),
+            "load_markets": lambda: client.markets(reload=True),
+            "ohlcv": lambda: client.ohlcv(BTC, 2),
+            "tickers": lambda: client.tickers([BTC]),
+            "balance": lambda: client.balance(),
+            "positions": lambda: client.positions(),
+            "set_leverage": lambda: client.set_leverage(BTC, 3),
+            "set_margin_mode": lambda: client.set_margin_mode(BTC, "isolated"),  # no position yet
+            "place_order": lambda: client.place_order(Intent("tb-count-1", BTC, "buy", 0.01)),
+            "place_stop": lambda: client.place_order(
+                Intent("tb-count-2", BTC, "sell", 0.01, "stop_market", 55_000.0, True)
+            ),
+            "fetch_order": lambda: client.fetch_order(BTC, "tb-count-1"),
+            "fetch_stop": lambda: client.fetch_stop_order(BTC, "tb-count-2"),
+            "open_orders": lambda: client.open_orders(BTC),
+            "open_stops": lambda: client.open_stop_orders(BTC),
+            "cancel_stop": lambda: client.cancel_stop(BTC, "tb-count-2"),
+            "cancel_order": lambda: client.cancel_order(BTC, "tb-count-1"),
+            "order_history": lambda: client.order_history(BTC, since),
+            "stop_history": lambda: client.stop_order_history(BTC, since),
+            "trade_history": lambda: client.trade_history(BTC, since),
+        }.items()
+    )
+
+    async def by_exchange_id() -> object:
+        order = await client.open_orders(BTC) or await client.order_history(BTC, since)
+        return await client.fetch_order_by_id(BTC, order[0].id)
+
+    calls.append(("fetch_order", by_exchange_id))
+    for call, request in calls:
         before = requests(call)
         await request()
         assert requests(call) > before, call
@@ -248,6 +257,8 @@ async def test_every_call_is_counted_under_its_own_name(
         ("cancel_order", lambda c: c.cancel_order("NOPE/USDT:USDT", "tb-x")),
         ("fetch_stop", lambda c: c.fetch_stop_order("NOPE/USDT:USDT", "tb-x")),
         ("fetch_order", lambda c: c.fetch_order("NOPE/USDT:USDT", "tb-x")),
+        ("fetch_order", lambda c: c.fetch_order_by_id("NOPE/USDT:USDT", "12")),
+        ("set_margin_mode", lambda c: c.set_margin_mode("NOPE/USDT:USDT", "isolated")),
     ],
 )
 async def test_a_refused_call_is_named_in_its_error(
