@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.exchange import ExchangeClient
-from shared.exchange_errors import AuthError, InsufficientMargin, TemporaryError
+from shared.exchange_errors import AuthError, InsufficientMargin, OutcomeUnknown, TemporaryError
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
 from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, FAST, MakeClient
@@ -220,3 +220,30 @@ async def test_an_html_page_with_status_200_is_an_unavailable_exchange(
         await garbage({})
     assert calls("tickers", "unavailable") > before
     assert await client.server_time() > 0
+
+
+@pytest.mark.parametrize(
+    ("intent", "call"),
+    [
+        (Intent("tb-unknown-1", "BTC/USDT:USDT", "buy", 0.01), "place_order"),
+        (Intent("tb-unknown-2", "BTC/USDT:USDT", "sell", 0.01, "stop_market", 50_000.0, True),
+         "place_stop"),
+    ],
+)  # fmt: skip
+async def test_a_send_and_its_lookup_both_failing_is_an_unknown_outcome(
+    sim: SimHandle, client: ExchangeClient, intent: Intent, call: str
+) -> None:
+    def fail_from_now_on() -> bool:  # the guard runs right before the send
+        sim.set_faults({"http5xx": 1.0})
+        return True
+
+    try:
+        with pytest.raises(OutcomeUnknown) as err:
+            await client.place_order(intent, guard=fail_from_now_on)
+    finally:
+        sim.set_faults({})
+    assert (err.value.call, err.value.client_order_id) == (call, intent.client_order_id)
+    message = str(err.value)
+    assert message.startswith(f"place {intent.client_order_id}: send failed (")
+    assert "lookup failed too (" in message
+    assert message.endswith("; reconcile before resending")
