@@ -12,7 +12,13 @@ import pytest
 from prometheus_client import REGISTRY
 
 from shared.exchange import ExchangeClient
-from shared.exchange_errors import AuthError, InsufficientMargin, OutcomeUnknown, TemporaryError
+from shared.exchange_errors import (
+    AuthError,
+    InsufficientMargin,
+    OutcomeUnknown,
+    SendRefused,
+    TemporaryError,
+)
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
 from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, FAST, MakeClient
@@ -247,3 +253,14 @@ async def test_a_send_and_its_lookup_both_failing_is_an_unknown_outcome(
     assert message.startswith(f"place {intent.client_order_id}: send failed (")
     assert "lookup failed too (" in message
     assert message.endswith("; reconcile before resending")
+
+
+async def test_a_send_the_guard_refuses_names_the_order_and_is_not_sent(
+    sim: SimHandle, client: ExchangeClient
+) -> None:
+    stop = Intent("tb-refused-1", "BTC/USDT:USDT", "sell", 0.01, "stop_market", 50_000.0, True)
+    with pytest.raises(SendRefused) as err:
+        await client.place_order(stop, guard=lambda: False)
+    assert err.value.call == "place_stop"
+    assert str(err.value) == "place tb-refused-1: not sent, this copy may no longer act"
+    assert sim.account.algo_orders == {}
