@@ -250,3 +250,7 @@ def test_only_an_unreadable_bad_response_is_an_unreadable_answer() -> None:
     timeout = translate(caused(ccxt.RequestTimeout("slow"), TypeError("x")), "markets")
     assert type(timeout) is TemporaryError
     assert type(translate(ccxt.BadResponse("empty"), "markets")) is TemporaryError
+
+
+def test_an_error_made_without_a_call_names_none() -> None:
+    assert TemporaryError("exchange away").call == ""
