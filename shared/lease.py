@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 import time
 from collections.abc import AsyncIterator
@@ -75,12 +76,12 @@ class Lease:
         self.token = secrets.token_hex(16)
         self.ack = replica_ack_of(client)
         # Monotonic time a command that confirmed the lease was sent; -inf when not held.
-        self._confirmed = float("-inf")
+        self._confirmed = -math.inf
         self._give_up_s = ttl_ms * 2 / 3000
         self._acquire: Any = client.register_script(_ACQUIRE)
         self._renew: Any = client.register_script(_RENEW)
         self._release: Any = client.register_script(_RELEASE)
-        self._unconfirmed_streak = 0  # acquisitions in a row the replicas did not confirm
+        self._unconfirmed = False  # the last acquisition(s) the replicas did not confirm
         LEASE_HELD.labels(service).set(0)  # a standby reports 0 until it wins the lease
 
     async def _call(self, source: str, script: Any, args: list[Any]) -> tuple[int, int | None]:
@@ -111,18 +112,18 @@ class Lease:
         result, acked = await self._call(_ACQUIRE, self._acquire, [self.token, self.ttl_ms])
         short = self._shortfall(result, acked)
         if short is not None:
-            if not self._unconfirmed_streak:
+            if not self._unconfirmed:  # the first of a streak
                 log.warning(
                     "Lease: %s taken on the primary but confirmed by %d of %d replica(s) within "
                     "%d ms: not active until a replica confirms it (a failover could lose it)",
                     self.key, short[0], short[1].replicas, short[1].timeout_ms,
                 )  # fmt: skip
-            self._unconfirmed_streak += 1
+            self._unconfirmed = True
             return False
         if result:
-            if self._unconfirmed_streak:
+            if self._unconfirmed:
                 log.info("Lease: %s confirmed by the replicas again", self.key)
-            self._unconfirmed_streak = 0
+            self._unconfirmed = False
             self._confirmed = sent
             LEASE_HELD.labels(self.service).set(1)
         return bool(result)
@@ -141,7 +142,7 @@ class Lease:
         if result:
             self._confirmed = sent
         else:
-            self._confirmed = float("-inf")
+            self._confirmed = -math.inf
             LEASE_HELD.labels(self.service).set(0)
         return bool(result)
 
@@ -155,7 +156,7 @@ class Lease:
 
     async def release(self) -> bool:
         """Free the lease if it is still ours; return whether we freed it."""
-        self._confirmed = float("-inf")
+        self._confirmed = -math.inf
         LEASE_HELD.labels(self.service).set(0)
         return bool(await self._release(keys=[self.key], args=[self.token]))
 
@@ -171,7 +172,7 @@ class Lease:
                     return True
                 # Another copy holds it (winning it later is a takeover), unless the key is
                 # ours already and only the replicas' confirmation is missing.
-                waited = waited or not self._unconfirmed_streak
+                waited = waited or not self._unconfirmed
             await asyncio.sleep(interval)
         return False
 
@@ -207,7 +208,7 @@ class Lease:
                     break
                 wait = interval
         finally:
-            self._confirmed = float("-inf")
+            self._confirmed = -math.inf
             LEASE_HELD.labels(self.service).set(0)
             lost.set()
 
