@@ -52,7 +52,7 @@ async def test_an_intent_is_kept_a_month_and_marks_its_symbol_only_when_asked(
 ) -> None:
     journal = Journal(redis_client)
     entry = o.entry_intent("pos-1", SOL, "long", 2.0, 1)
-    stop = o.stop_intent("pos-1", SOL, "long", 2.0, 98.0, 0, 2)
+    stop = o.stop_intent("pos-2", "ETH/USDT:USDT", "long", 1.0, 2_900.0, 0, 2)
     before = await transactions(redis_client)
     await journal.open_intent(entry, submitted(entry), pending_symbol=True)
     await journal.open_intent(stop)
