@@ -64,8 +64,6 @@ class Evaluation:
     """Indicator values at the window's last candle and the entry side (None = no entry)."""
 
     open_time: int
-    open: float
-    close: float
     body_pct: float
     vol_ratio: float
     chop: float
@@ -92,8 +90,6 @@ def evaluate(window: CandleWindow | Sequence[Candle], settings: Settings) -> Eva
     side = int(longs[-1]) - int(shorts[-1])
     return Evaluation(
         open_time=int(w.open_time[-1]),
-        open=float(w.open[-1]),
-        close=float(w.close[-1]),
         body_pct=float(body[-1]),
         vol_ratio=float(vr[-1]),
         chop=float(ch[-1]),

@@ -164,32 +164,32 @@ def test_a_window_of_one_candle_has_no_entry() -> None:
 
 def test_an_empty_or_ragged_window_is_refused() -> None:
     empty = np.zeros(0)
-    with pytest.raises(ValueError, match="at least"):
+    with pytest.raises(
+        ValueError, match=r"^a candle window needs at least the candle being evaluated$"
+    ):
         CandleWindow(np.zeros(0, dtype=np.int64), empty, empty, empty, empty, empty)
     one = np.ones(1)
-    with pytest.raises(ValueError, match="same length"):
+    with pytest.raises(
+        ValueError, match=r"^the columns of a candle window must have the same length$"
+    ):
         CandleWindow(np.zeros(1, dtype=np.int64), one, one, one, np.ones(2), one)
 
 
 def test_reason_names_the_thresholds_met() -> None:
-    ev = Evaluation(0, 100.0, 101.0, 0.0082, 2.1, 43.2, LONG)
+    ev = Evaluation(0, 0.0082, 2.1, 43.2, LONG)
     assert ev.side_name == "long"
     s = Settings(timeframe=TF)
     assert entry_reason(ev, s) == "green body 0.82% >= 0.70%, VR 2.10 >= 1.8, CHOP 43.2 < 50"
 
 
 def test_a_short_reason_names_the_short_threshold() -> None:
-    ev = Evaluation(0, 101.0, 100.0, 0.0099, 1.62, 38.04, SHORT)
+    ev = Evaluation(0, 0.0099, 1.62, 38.04, SHORT)
     assert ev.side_name == "short"
     s = Settings(timeframe=TF)
     assert entry_reason(ev, s) == "red body 0.99% >= 0.70%, VR 1.62 >= 1.5, CHOP 38.0 < 50"
 
 
 def test_the_log_line_shows_the_indicators_rounded() -> None:
-    assert describe(Evaluation(0, 100.0, 101.0, 0.0082, 2.14, 43.4, LONG)) == (
-        "body=0.82% VR=2.1 CHOP=43"
-    )
+    assert describe(Evaluation(0, 0.0082, 2.14, 43.4, LONG)) == ("body=0.82% VR=2.1 CHOP=43")
     # CHOP is NaN until a segment has CHOP_PERIOD candles
-    assert describe(Evaluation(0, 100.0, 101.0, 0.0, 1.0, math.nan, None)) == (
-        "body=0.00% VR=1.0 CHOP=nan"
-    )
+    assert describe(Evaluation(0, 0.0, 1.0, math.nan, None)) == ("body=0.00% VR=1.0 CHOP=nan")
