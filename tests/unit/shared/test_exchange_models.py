@@ -21,6 +21,7 @@ from shared.exchange_models import (
     parse_market,
     parse_order,
     parse_position,
+    parse_ticker,
     parse_trade,
     rewrite_api_urls,
 )
@@ -289,3 +290,24 @@ def test_ccxt_request_dumps_never_reach_the_log() -> None:
     logging.getLogger("ccxt").setLevel(logging.DEBUG)
     _sim_exchange()
     assert logging.getLogger("ccxt.base.exchange").getEffectiveLevel() >= logging.INFO
+
+
+def test_a_ticker_takes_binances_own_last_price_and_its_time() -> None:
+    row = {
+        "symbol": "BTC/USDT:USDT", "timestamp": 1_700_000_000_123, "last": 59_000.0,
+        "quoteVolume": 1.25e9, "info": {"lastPrice": "60000.50"},
+    }  # fmt: skip
+    t = parse_ticker(row)
+    assert (t.symbol, t.last, t.quote_volume, t.timestamp) == (
+        "BTC/USDT:USDT", 60_000.5, 1.25e9, 1_700_000_000_123,
+    )  # fmt: skip
+    # A zero lastPrice stays zero (ccxt would rebuild an approximate one from the change %).
+    assert parse_ticker({**row, "info": {"lastPrice": "0.00"}}).last == 0.0
+
+
+def test_a_ticker_without_binances_fields_uses_ccxts() -> None:
+    t = parse_ticker({"symbol": "ETH/USDT:USDT", "last": 3_000.25, "info": None})
+    assert (t.symbol, t.last, t.quote_volume, t.timestamp) == (
+        "ETH/USDT:USDT", 3_000.25, None, None,
+    )  # fmt: skip
+    assert parse_ticker({"symbol": "ETH/USDT:USDT", "last": 3.5, "info": {}}).last == 3.5
