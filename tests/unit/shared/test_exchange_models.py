@@ -311,3 +311,10 @@ def test_a_ticker_without_binances_fields_uses_ccxts() -> None:
         "ETH/USDT:USDT", 3_000.25, None, None,
     )  # fmt: skip
     assert parse_ticker({"symbol": "ETH/USDT:USDT", "last": 3.5, "info": {}}).last == 3.5
+
+
+def test_a_trade_with_nothing_but_an_id_reads_as_zeros() -> None:
+    t = parse_trade({"id": 7})
+    assert (t.id, t.order_id, t.price, t.amount, t.fee, t.realized_pnl, t.timestamp) == (
+        "7", None, 0.0, 0.0, 0.0, None, 0,
+    )  # fmt: skip
