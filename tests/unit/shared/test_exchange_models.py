@@ -318,3 +318,32 @@ def test_a_trade_with_nothing_but_an_id_reads_as_zeros() -> None:
     assert (t.id, t.order_id, t.price, t.amount, t.fee, t.realized_pnl, t.timestamp) == (
         "7", None, 0.0, 0.0, 0.0, None, 0,
     )  # fmt: skip
+
+
+def test_a_market_reads_every_limit_and_whether_it_trades() -> None:
+    m = {
+        "symbol": "SOL/USDT:USDT", "id": "SOLUSDT", "base": "SOL", "quote": "USDT",
+        "precision": {"price": 0.01, "amount": 0.1},
+        "limits": {
+            "amount": {"min": 0.1, "max": 5_000.0},
+            "price": {"min": 0.42, "max": 6_857.0},
+            "cost": {"min": 5.0},
+        },
+    }  # fmt: skip
+    info = parse_market(m)
+    assert (info.active, info.price_tick, info.amount_step) == (True, 0.01, 0.1)
+    assert (info.min_amount, info.max_amount, info.min_notional) == (0.1, 5_000.0, 5.0)
+    assert (info.min_price, info.max_price) == (0.42, 6_857.0)
+    assert not parse_market({**m, "active": False}).active  # delisted or settling
+    bare = parse_market({"symbol": "X/USDT:USDT", "id": "XUSDT", "limits": {"price": None}})
+    assert (bare.active, bare.min_price, bare.max_price) == (True, None, None)
+    assert bare.price_tick is None
+
+
+def test_a_bad_client_order_id_is_refused_with_the_rule() -> None:
+    with pytest.raises(ValueError, match="must be 1-36 characters") as err:
+        check_client_order_id("has space")
+    assert str(err.value) == (
+        "client order id 'has space' must be 1-36 characters of "
+        "A-Z a-z 0-9 . : / _ - (derive one with make_client_order_id)"
+    )
