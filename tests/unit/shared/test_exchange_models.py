@@ -347,3 +347,8 @@ def test_a_bad_client_order_id_is_refused_with_the_rule() -> None:
         "client order id 'has space' must be 1-36 characters of "
         "A-Z a-z 0-9 . : / _ - (derive one with make_client_order_id)"
     )
+
+
+def test_an_empty_number_reads_as_missing() -> None:
+    t = parse_ticker({"symbol": "X/USDT:USDT", "last": 1.0, "quoteVolume": "", "info": {}})
+    assert t.quote_volume is None
