@@ -3,9 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -15,7 +13,7 @@ from prometheus_client import REGISTRY
 from shared import keys
 from shared.lease import Lease
 from shared.redisconn import EmbeddedRedis, redis_from_url
-from tests.integration.bus.helpers import eventually
+from tests.integration.bus.helpers import Link, eventually
 from tests.integration.bus.servers import redis_server
 
 __all__ = ["redis_server"]  # every test here runs on Valkey and on Redis
@@ -140,46 +138,11 @@ async def test_a_renewal_that_fails_for_a_moment_keeps_the_lease(
             assert a.held()
 
 
-@contextlib.asynccontextmanager
-async def slow_link(port: int, delay_s: float) -> AsyncIterator[int]:
-    """Yield the port of a TCP relay to 127.0.0.1:``port`` that holds every reply ``delay_s``."""
-
-    async def pump(src: asyncio.StreamReader, dst: asyncio.StreamWriter, delay: float) -> None:
-        try:
-            while data := await src.read(65536):
-                await asyncio.sleep(delay)  # the injected latency, not a wait for anything
-                dst.write(data)
-                await dst.drain()
-        except ConnectionError:
-            pass
-        finally:
-            dst.close()
-
-    relays: set[asyncio.Future[Any]] = set()
-
-    async def relay(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        up_reader, up_writer = await asyncio.open_connection("127.0.0.1", port)
-        task = asyncio.ensure_future(
-            asyncio.gather(pump(reader, up_writer, 0.0), pump(up_reader, writer, delay_s))
-        )
-        relays.add(task)
-        await asyncio.wait({task})
-
-    server = await asyncio.start_server(relay, "127.0.0.1", 0)
-    try:
-        yield server.sockets[0].getsockname()[1]
-    finally:
-        server.close()
-        for task in relays:
-            task.cancel()
-        await asyncio.gather(*relays, return_exceptions=True)
-
-
 async def test_a_slow_renewal_is_waited_for(
     redis_server: EmbeddedRedis, caplog: pytest.LogCaptureFixture
 ) -> None:
     """Every reply 20 ms late (a slow network): each renewal is waited for, none fails."""
-    async with slow_link(redis_server.port, 0.02) as port:
+    async with Link(redis_server.port, reply_delay_s=0.02).running() as port:
         client = redis_from_url(f"redis://127.0.0.1:{port}/0")
         try:
             a = Lease(client, SERVICE, ttl_ms=3_000)  # renewed every second, given up at 2 s

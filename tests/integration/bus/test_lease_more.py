@@ -4,11 +4,9 @@ token, a standby polling through an outage, a stop while waiting, and ``_cancel`
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import uuid
-from collections.abc import AsyncIterator
-from typing import Any, Literal
+from typing import Literal
 
 import pytest
 import redis.asyncio as aioredis
@@ -19,7 +17,7 @@ from redis.backoff import NoBackoff
 from shared import keys
 from shared.lease import Lease, _cancel
 from shared.redisconn import EmbeddedRedis
-from tests.integration.bus.helpers import eventually
+from tests.integration.bus.helpers import Link, eventually
 from tests.integration.bus.servers import redis_server
 
 __all__ = ["redis_server"]  # every test here using a server runs on Valkey and on Redis
@@ -125,58 +123,6 @@ async def test_a_stopped_standby_does_not_win(redis_client: aioredis.Redis) -> N
         assert lost.is_set()
     assert not b.held()
     assert await redis_client.get(keys.lease_key(service)) == a.token.encode()
-
-
-class Link:
-    """A TCP relay to a real server that can instead drop (close at once) or hang (accept,
-    never answer) new connections; counts the connections it accepts."""
-
-    def __init__(self, port: int) -> None:
-        self.port = port
-        self.mode: Literal["pass", "drop", "hang"] = "pass"
-        self.accepted = 0
-        self._tasks: set[asyncio.Task[Any]] = set()
-
-    async def _pump(self, src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> None:
-        try:
-            while data := await src.read(65536):
-                dst.write(data)
-                await dst.drain()
-        except ConnectionError:
-            pass
-        finally:
-            dst.close()
-
-    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        task = asyncio.current_task()
-        assert task is not None
-        self._tasks.add(task)
-        self.accepted += 1
-        try:
-            if self.mode == "drop":
-                return
-            if self.mode == "hang":
-                while await reader.read(65536):  # swallow the commands; the client times out
-                    pass
-                return
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.port)
-            await asyncio.gather(self._pump(reader, up_writer), self._pump(up_reader, writer))
-        except ConnectionError:
-            pass
-        finally:
-            writer.close()
-
-    @contextlib.asynccontextmanager
-    async def running(self) -> AsyncIterator[int]:
-        """Yield the relay's port while it listens."""
-        server = await asyncio.start_server(self._serve, "127.0.0.1", 0)
-        try:
-            yield server.sockets[0].getsockname()[1]
-        finally:
-            server.close()
-            for task in self._tasks:
-                task.cancel()
-            await asyncio.gather(*self._tasks, return_exceptions=True)
 
 
 @pytest.mark.parametrize("mode", ["drop", "hang"])
