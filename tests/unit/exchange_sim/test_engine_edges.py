@@ -493,11 +493,20 @@ def test_closing_needs_no_free_margin() -> None:
     assert acct.wallet == pytest.approx(297.0)
 
 
-@pytest.mark.parametrize(("wallet", "fills"), [(310.0, True), (308.0, False)])
-def test_a_cross_flip_counts_the_margin_its_closing_part_frees(wallet: float, fills: bool) -> None:
-    # Long 0.1 at 60 000 (300 margin, 3 fee): wallet - 303 free. Selling 0.2 frees the 300
-    # and needs 300 margin + 6 fee for the new short: fills when wallet - 3 >= 306.
+@pytest.mark.parametrize(
+    ("isolated", "wallet", "fills"),
+    [(False, 310.0, True), (False, 308.0, False), (True, 609.5, True), (True, 608.5, False)],
+)
+def test_a_flip_needs_the_margin_of_its_new_side(
+    isolated: bool, wallet: float, fills: bool
+) -> None:
+    # Long 0.1 at 60 000 (300 margin, 3 fee): wallet - 303 free; selling 0.2 opens a 0.1
+    # short that needs 300 margin + 6 fee. Cross: the 300 the closing part frees counts, so
+    # it fills when wallet - 3 >= 306. Isolated (docs/exchange.md): only cross margin freed
+    # counts, so the 306 must be free already: wallet - 303 >= 306.
     acct = fresh(wallet)
+    if isolated:
+        engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
     buy(acct, 0.1)
     if fills:
         engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
@@ -506,22 +515,6 @@ def test_a_cross_flip_counts_the_margin_its_closing_part_frees(wallet: float, fi
         with pytest.raises(SimError) as e:
             engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
         assert (e.value.code, e.value.msg) == (-2019, "Margin is insufficient.")
-
-
-@pytest.mark.parametrize(("wallet", "fills"), [(609.5, True), (608.5, False)])
-def test_an_isolated_flip_needs_its_new_margin_free(wallet: float, fills: bool) -> None:
-    # docs/exchange.md: only cross margin released by the closing part counts. Isolated long
-    # 0.1 at 60 000: wallet - 303 free; the new 0.1 short needs 300 + 6 fee of it.
-    acct = fresh(wallet)
-    engine.set_margin_type(acct, "BTCUSDT", "ISOLATED")
-    buy(acct, 0.1)
-    if fills:
-        engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
-        assert acct.position("BTCUSDT").amount == pytest.approx(-0.1)
-    else:
-        with pytest.raises(SimError) as e:
-            engine.fill_market(acct, BTC, "SELL", 0.2, 60_000.0, PRICES, 2, "c")
-        assert e.value.code == -2019
 
 
 def test_an_opening_fill_realizes_plus_zero() -> None:
