@@ -32,6 +32,7 @@ from shared.schemas import (
     exit_signal_id,
     stop_command_id,
 )
+from tests.fixtures.metrics import sample
 from tests.integration.bus.helpers import eventually
 from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
 
@@ -539,10 +540,6 @@ async def test_leverage_the_exchange_refuses_refuses_the_entry(make_executor: Ma
     await h.executor.enter(sig, await h.now())
     assert await h.executor.journal.settled(sig.id) == "refused:exchange_rejected"
     assert h.sim.account.orders == {}
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels or None) or 0.0
 
 
 async def test_an_entry_of_another_timeframe_is_refused_before_it_is_queued(

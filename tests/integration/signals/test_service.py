@@ -11,7 +11,6 @@ from typing import Any
 
 import pytest
 import redis.asyncio as aioredis
-from prometheus_client import REGISTRY
 
 from services.signals.evaluate import evaluate
 from services.signals.service import BATCH, CandleEvaluator, candle_consumer
@@ -20,6 +19,7 @@ from shared.bus import publish
 from shared.redisconn import EmbeddedRedis, redis_from_url
 from shared.schemas import PriceTick, encode, entry_signal_id
 from shared.service import ServiceContext
+from tests.fixtures.metrics import sample
 from tests.integration.bus.helpers import dlq_entries, eventually
 from tests.integration.signals.helpers import (
     TF,
@@ -37,7 +37,7 @@ from tests.integration.signals.helpers import (
 
 def candles_evaluated() -> float:
     """Return the process-wide count of evaluated candles (tests compare differences)."""
-    return REGISTRY.get_sample_value("tradebot_evaluations_total") or 0.0
+    return sample("tradebot_evaluations_total")
 
 
 async def test_long_short_and_no_entry_at_one_close(
@@ -191,10 +191,6 @@ async def test_an_overflowing_volume_ratio_is_still_a_signal(
         await eventually(lambda: _has(redis_client, last, 1))
     [signal] = await signals(redis_client)
     assert (signal.side, signal.vol_ratio) == ("long", sys.float_info.max)
-
-
-def sample(name: str, **labels: str) -> float:
-    return REGISTRY.get_sample_value(name, labels or None) or 0.0
 
 
 async def test_the_window_skips_foreign_members_and_keeps_the_rest(
