@@ -182,9 +182,7 @@ async def test_forced_failover_keeps_every_confirmed_write_and_the_client_follow
     try:
         await eventually(lambda: len(confirmed) > 5)
         old = cluster.primary_port()
-        sentinel = cluster.sentinels[0].client()
-        assert sentinel.sentinel_failover(MASTER)
-        sentinel.close()
+        await asyncio.to_thread(cluster.force_failover)
         new = await asyncio.to_thread(cluster.wait_failover, old, 1, 30)
         before = len(confirmed)
         await eventually(lambda: len(confirmed) > before + 5, 30)  # confirmed on the new one
