@@ -70,11 +70,20 @@ def need(params: Mapping[str, str], name: str) -> str:
     return value
 
 
-def decimal(params: Mapping[str, str], name: str) -> float:
-    """Return a mandatory decimal parameter (quantity, triggerPrice ...)."""
+OVER_PRECISION = SimError(-1111, "Precision is over the maximum defined for this asset.")
+
+
+def decimal(params: Mapping[str, str], name: str, places: int | None = None) -> float:
+    """Return a mandatory decimal parameter (quantity, triggerPrice ...).
+
+    With ``places``, more significant decimals than that (trailing zeros do not count) is
+    -1111, as Binance judges the text: "0.0999999999" BTC is refused, not read as 0.1.
+    """
     value = need(params, name)
     if not DECIMAL.match(value):
         raise illegal(name, DECIMAL_RANGE)
+    if places is not None and len(value.partition(".")[2].rstrip("0")) > places:
+        raise OVER_PRECISION
     return float(value)
 
 

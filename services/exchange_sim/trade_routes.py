@@ -145,7 +145,8 @@ def post_order(sim: Simulator, p: Params) -> Any:
     if p.get("positionSide", "BOTH") != "BOTH":
         raise SimError(-4061, "Order's position side does not match user's setting.")
     cid = client_id(p, "newClientOrderId", sim)
-    quantity, reduce_only = decimal(p, "quantity"), boolean(p, "reduceOnly")
+    quantity = decimal(p, "quantity", spec.quantity_precision)
+    reduce_only = boolean(p, "reduceOnly")
     order = engine.fill_market(
         sim.account,
         spec,
@@ -204,8 +205,8 @@ def post_algo(sim: Simulator, p: Params) -> Any:
     if otype != "STOP_MARKET":
         raise SimError(-1116, "Invalid orderType.")
     close, reduce_only = boolean(p, "closePosition"), boolean(p, "reduceOnly")
-    quantity = 0.0 if close else decimal(p, "quantity")
-    trigger = decimal(p, "triggerPrice")
+    quantity = 0.0 if close else decimal(p, "quantity", spec.quantity_precision)
+    trigger = decimal(p, "triggerPrice", spec.price_precision)
     if trigger <= 0:
         raise SimError(-4006, "Stop price less than zero.")
     working_type = p.get("workingType", "CONTRACT_PRICE")
