@@ -78,6 +78,7 @@ class StubExchange:
         self.late: list[dict[str, Any]] = []  # orders that appear on the next lookup
         self.sent_params: list[dict[str, Any]] = []
         self.on_lookup: Callable[[], None] | None = None  # e.g. another copy places the id
+        self.open_reads = 0  # after an "ack" send: lookups that still show the order NEW
 
     def milliseconds(self) -> int:
         return 0
@@ -155,6 +156,9 @@ class StubExchange:
         cid = params.get("origClientOrderId") or params.get("clientAlgoId")
         if cid not in self.orders:
             raise ccxt.OrderNotFound('binanceusdm {"code":-2013,"msg":"Order does not exist."}')
+        if self.open_reads > 0:
+            self.open_reads -= 1
+            return {**self.orders[cid], "status": "open", "filled": 0.0, "average": None}
         return self.orders[cid]
 
 
@@ -427,6 +431,67 @@ async def test_market_order_answered_new_is_read_again_until_filled(
     order = await make_client(stub, fake).place_order(Intent("tb-ack"))
     assert (order.status, order.filled, order.average) == ("closed", 0.01, 100.0)
     assert (stub.sends, stub.created, stub.lookups) == (1, 1, 2)  # lookup, send, re-read
+
+
+async def test_an_order_still_new_is_read_again_every_poll_until_filled(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults, stub.open_reads = ["ack"], 3  # NEW at the send and 3 reads after
+    order = await make_client(stub, fake).place_order(Intent("tb-ack3"))
+    assert (order.status, order.filled) == ("closed", 0.01)
+    assert stub.lookups == 1 + 4  # the first lookup, then 3 reads NEW and the filled one
+    assert fake.sleeps == [0.2] * 4  # settle_poll_ms between reads
+
+
+async def test_an_order_new_past_a_recv_window_is_returned_as_it_stands(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults, stub.open_reads = ["ack"], 1_000
+    order = await make_client(stub, fake).place_order(Intent("tb-ack-long"))
+    assert (order.status, order.filled, order.client_order_id) == ("open", 0.0, "tb-ack-long")
+    # Read again while the clock is before send + recvWindow (1000 ms) + slack (100 ms).
+    assert fake.sleeps == [0.2] * 6
+    assert fake.now == pytest.approx(1000.0 + 1.2)
+    assert stub.lookups == 1 + 6
+
+
+async def test_a_fill_that_cannot_be_read_returns_the_order_as_answered(
+    stub: StubExchange, fake: FakeTime
+) -> None:
+    stub.send_faults = ["ack"]
+    client = make_client(stub, fake, attempts=2)
+    stub.lookup_faults = ["", "timeout", "timeout"]  # the first lookup answers; re-reads fail
+    order = await client.place_order(Intent("tb-ack-blind"))
+    assert (order.status, order.filled) == ("open", 0.0)  # it exists, as answered
+    assert (stub.sends, stub.lookups) == (1, 3)
+
+
+async def test_a_fill_not_visible_yet_is_read_again(stub: StubExchange, fake: FakeTime) -> None:
+    stub.send_faults = ["ack"]
+    client = make_client(stub, fake)
+    original = stub.fetch_order
+    hidden = iter([False, True, False])  # the first lookup, then one re-read finds nothing
+
+    async def sometimes_missing(id: Any, symbol: str, params: dict[str, Any]) -> dict[str, Any]:
+        if next(hidden, False):
+            stub.lookups += 1
+            raise ccxt.OrderNotFound('binanceusdm {"code":-2013,"msg":"Order does not exist."}')
+        return await original(id, symbol, params)
+
+    stub.fetch_order = sometimes_missing  # type: ignore[method-assign]
+    order = await client.place_order(Intent("tb-ack-hidden"))
+    assert (order.status, order.filled) == ("closed", 0.01)
+    assert stub.lookups == 3
+
+
+async def test_a_stop_order_is_not_waited_on(stub: StubExchange, fake: FakeTime) -> None:
+    stub.send_faults = ["ack"]  # answered NEW: a stop rests so until it triggers
+    stub.open_reads = 1_000
+    order = await make_client(stub, fake).place_order(
+        Intent("tb-stop-new", type="stop_market", stop_price=90.0, reduce_only=True)
+    )
+    assert order.client_order_id == "tb-stop-new"
+    assert (stub.sends, stub.lookups, fake.sleeps) == (1, 1, [])
 
 
 async def test_guard_that_says_no_sends_nothing(stub: StubExchange, fake: FakeTime) -> None:
