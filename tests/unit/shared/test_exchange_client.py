@@ -13,7 +13,7 @@ from typing import Any
 import ccxt.async_support as ccxt
 import pytest
 
-from shared.exchange import ExchangeClient, Tuning
+from shared.exchange import HISTORY_MAX_WINDOWS, WEEK_MS, ExchangeClient, Tuning
 from shared.exchange_errors import (
     RETRY_AFTER_ATTR,
     AuthError,
@@ -384,21 +384,28 @@ async def test_the_executor_intent_schema_is_accepted(stub: StubExchange, fake: 
 class TradeHistoryStub:
     """userTrades as Binance pages them: from startTime, oldest first, ``limit`` rows."""
 
-    def __init__(self, times: list[int]) -> None:
+    def __init__(self, times: list[int], now: int = 1_000) -> None:
         self.options: dict[str, Any] = {"timeDifference": 0}
         self.trades: list[dict[str, Any]] = [
             {"id": str(i), "order": "7", "symbol": SYMBOL, "side": "buy", "timestamp": t}
             for i, t in enumerate(times, start=1)
         ]
+        self.now = now
+        self.windows: list[tuple[int, int | None]] = []  # (startTime, endTime) asked
 
     async def fetch_time(self) -> int:
-        return 1_000
+        return self.now
 
     async def fetch_my_trades(
         self, symbol: str, since: int, limit: int, params: dict[str, Any]
     ) -> list[dict[str, Any]]:
-        until = params.get("until", 1 << 62)
-        return [t for t in self.trades if since <= t["timestamp"] <= until][:limit]
+        until = params.get("until")
+        self.windows.append((since, until))
+        # Binance: at most 7 days between startTime and endTime; no endTime, 7 days on.
+        if until is not None and until - since >= WEEK_MS:
+            raise ccxt.BadRequest('binanceusdm {"code":-1127,"msg":"More than 7 days."}')
+        last = since + WEEK_MS - 1 if until is None else until
+        return [t for t in self.trades if since <= t["timestamp"] <= last][:limit]
 
 
 async def test_trade_history_keeps_fills_that_share_a_millisecond_across_pages(
@@ -410,6 +417,58 @@ async def test_trade_history_keeps_fills_that_share_a_millisecond_across_pages(
     client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
     trades = await client.trade_history(SYMBOL, 0)
     assert [t.id for t in trades] == ["1", "2", "3", "4", "5"]
+
+
+async def test_history_is_read_one_week_window_at_a_time_up_to_now(fake: FakeTime) -> None:
+    # Fills at each window's first and last millisecond, over three weeks.
+    times = [0, WEEK_MS - 1, WEEK_MS, 2 * WEEK_MS - 1, 2 * WEEK_MS, 2 * WEEK_MS + 10]
+    stub = TradeHistoryStub(times, now=2 * WEEK_MS + 5)
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    trades = await client.trade_history(SYMBOL, 0)
+    assert [t.timestamp for t in trades] == times  # the fill after "now" too: last is open
+    assert stub.windows == [(0, WEEK_MS - 1), (WEEK_MS, 2 * WEEK_MS - 1), (2 * WEEK_MS, None)]
+
+
+async def test_history_since_now_still_asks_once(fake: FakeTime) -> None:
+    stub = TradeHistoryStub([5_000], now=5_000)
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    assert [t.timestamp for t in await client.trade_history(SYMBOL, 5_000)] == [5_000]
+    assert stub.windows == [(5_000, None)]
+
+
+async def test_a_full_page_goes_on_from_its_last_millisecond(
+    fake: FakeTime, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr("shared.exchange.HISTORY_PAGE", 2)
+    times = [10, 20, 30, WEEK_MS + 1]
+    stub = TradeHistoryStub(times, now=WEEK_MS + 100)
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    assert [t.timestamp for t in await client.trade_history(SYMBOL, 0)] == times
+    # A full page goes on from its last row's millisecond, for 7 days from there.
+    w = WEEK_MS
+    assert stub.windows == [(0, w - 1), (20, w + 19), (30, w + 29), (w + 1, None)]
+
+
+async def test_a_full_page_in_one_millisecond_steps_past_it(
+    fake: FakeTime, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    monkeypatch.setattr("shared.exchange.HISTORY_PAGE", 2)
+    stub = TradeHistoryStub([7, 7, 7, 9], now=100)
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    trades = await client.trade_history(SYMBOL, 7)
+    assert [t.id for t in trades] == ["1", "2", "4"]  # the third row at 7 ms is missed
+    assert stub.windows == [(7, None), (8, None)]
+    assert "trade_history: over 2 rows at 7 ms, some may be missed" in caplog.text
+
+
+async def test_history_reaches_back_at_most_the_window_limit(fake: FakeTime) -> None:
+    now = HISTORY_MAX_WINDOWS * WEEK_MS + 1_000
+    stub = TradeHistoryStub([1_000], now=now)
+    client = ExchangeClient(stub, tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    assert len(await client.trade_history(SYMBOL, 1_000)) == 1  # exactly the limit: read
+    assert len(stub.windows) == HISTORY_MAX_WINDOWS + 1
+    with pytest.raises(ValueError, match=r"trade_history: since_ms is more than 60 weeks ago"):
+        await client.trade_history(SYMBOL, 999)
 
 
 async def test_duplicate_id_that_the_lookup_cannot_see_is_an_unknown_outcome(
