@@ -264,3 +264,50 @@ async def test_a_send_the_guard_refuses_names_the_order_and_is_not_sent(
     assert err.value.call == "place_stop"
     assert str(err.value) == "place tb-refused-1: not sent, this copy may no longer act"
     assert sim.account.algo_orders == {}
+
+
+@pytest.mark.parametrize(
+    ("intent", "endpoint"),
+    [
+        (Intent("tb-lost-1", BTC, "buy", 0.01), "order"),
+        (Intent("tb-lost-2", BTC, "sell", 0.01, "stop_market", 50_000.0, True), "algoOrder"),
+    ],
+)  # fmt: skip
+async def test_an_answer_lost_after_execution_is_found_by_its_own_lookup(
+    sim: SimHandle,
+    client: ExchangeClient,
+    intent: Intent,
+    endpoint: str,
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    """The send executes and the connection drops before the answer: the lookup that follows
+    (the algo endpoint's for a stop) finds the order, and nothing is sent again."""
+    if intent.type == "stop_market":
+        await client.place_order(Intent("tb-lost-entry", BTC, "buy", 0.01))
+    sign = client.ex.sign
+    seen: list[str] = []
+
+    def drop_that_send_only(
+        path: str, api: object = "public", method: str = "GET", *a: object
+    ) -> object:
+        if method == "POST" and path == endpoint:
+            sim.set_faults({"drop": 1.0})  # this request executes, its answer is lost
+        else:
+            sim.set_faults({})
+        seen.append(f"{method} {path}")
+        return sign(path, api, method, *a)
+
+    client.ex.sign = drop_that_send_only
+    order = await client.place_order(intent)
+    sim.set_faults({})
+    assert order.client_order_id == intent.client_order_id
+    assert order.is_stop is (intent.type == "stop_market")
+    assert seen.count(f"POST {endpoint}") == 1
+    # Found by the lookup right after the lost answer, not only by the one before a resend.
+    assert f"Order {intent.client_order_id}: unclear send (" in caplog.text
+    assert "found before resending" not in caplog.text
+    if order.is_stop:
+        ids = [a.client_algo_id for a in sim.account.algo_orders.values()]
+    else:
+        ids = [o.client_order_id for o in sim.account.orders.values()]
+    assert ids == [intent.client_order_id]
