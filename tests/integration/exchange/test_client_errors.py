@@ -21,6 +21,7 @@ from shared.exchange_errors import (
 )
 from shared.exchange_models import make_client_order_id
 from tests.fixtures.sim import SimHandle
+from tests.integration.bus.helpers import eventually
 from tests.integration.exchange.conftest import CHAOS, CHAOS_TIMEOUT_HOLD_S, FAST, MakeClient
 from tests.integration.exchange.intents import Intent, place_until_settled
 
@@ -311,3 +312,37 @@ async def test_an_answer_lost_after_execution_is_found_by_its_own_lookup(
     else:
         ids = [o.client_order_id for o in sim.account.orders.values()]
     assert ids == [intent.client_order_id]
+
+
+async def test_start_waits_for_an_exchange_not_reachable_yet(
+    sim: SimHandle, make_client: MakeClient, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A service started alongside the simulator retries the start until it answers."""
+    sim.set_faults({"reset": 1.0})  # every connection closed before an answer
+    client = await make_client(start=False)
+    stop = asyncio.Event()
+    started = asyncio.create_task(client.start_when_reachable(stop, retry_s=0.05))
+    await eventually(lambda: caplog.text.count("Exchange: not reachable at start (") >= 2)
+    assert not started.done()
+    sim.set_faults({})
+    assert await asyncio.wait_for(started, 30) is True
+    assert "; retrying in 0.05 s" in caplog.text
+    assert BTC in await client.markets()  # started: markets loaded
+
+
+async def test_start_gives_up_when_the_service_stops(
+    sim: SimHandle, make_client: MakeClient
+) -> None:
+    sim.set_faults({"reset": 1.0})
+    client = await make_client(start=False)
+    stop = asyncio.Event()
+    started = asyncio.create_task(client.start_when_reachable(stop, retry_s=30))
+    try:
+        await eventually(lambda: sim.sim.faults.counts["reset"] > 0)
+        stop.set()  # while it waits 30 s to retry: it returns at once
+        assert await asyncio.wait_for(started, 10) is False
+    finally:
+        sim.set_faults({})
+    stopped = asyncio.Event()
+    stopped.set()
+    assert await client.start_when_reachable(stopped) is False  # stopped before: no try
