@@ -268,3 +268,22 @@ async def test_a_refused_call_is_named_in_its_error(
         await send(client)
     assert err.value.call == call
     assert str(err.value).startswith(f"{call}: BadSymbol: ")
+
+
+async def test_positions_and_open_stops_by_symbol(client: ExchangeClient, sim: SimHandle) -> None:
+    eth = "ETH/USDT:USDT"
+    sim.set_path("ETHUSDT", [3_000.0] * 3)
+    await client.place_order(Intent("tb-sym-1", BTC, "buy", 0.01))
+    await client.place_order(Intent("tb-sym-2", eth, "sell", 0.1))
+    await client.place_order(Intent("tb-sym-3", BTC, "sell", 0.01, "stop_market", 50_000.0, True))
+    await client.place_order(Intent("tb-sym-4", eth, "buy", 0.1, "stop_market", 3_500.0, True))
+
+    both = await client.positions()
+    assert sorted((p.symbol, p.side) for p in both) == [(BTC, "long"), (eth, "short")]
+    only = await client.positions([eth])
+    assert [(p.symbol, p.side, p.contracts) for p in only] == [(eth, "short", 0.1)]
+
+    stops = await client.open_stop_orders()
+    assert sorted(o.client_order_id for o in stops) == ["tb-sym-3", "tb-sym-4"]
+    assert all(o.is_stop and o.status == "open" for o in stops)
+    assert [o.client_order_id for o in await client.open_stop_orders(eth)] == ["tb-sym-4"]
