@@ -284,6 +284,6 @@ async def test_positions_and_open_stops_by_symbol(client: ExchangeClient, sim: S
     assert [(p.symbol, p.side, p.contracts) for p in only] == [(eth, "short", 0.1)]
 
     stops = await client.open_stop_orders()
-    assert sorted(o.client_order_id for o in stops) == ["tb-sym-3", "tb-sym-4"]
+    assert sorted(str(o.client_order_id) for o in stops) == ["tb-sym-3", "tb-sym-4"]
     assert all(o.is_stop and o.status == "open" for o in stops)
     assert [o.client_order_id for o in await client.open_stop_orders(eth)] == ["tb-sym-4"]
