@@ -298,7 +298,8 @@ def _describe(cls: type[Message], err: ValidationError) -> SchemaError:
     field = ".".join(str(p) for p in first["loc"])
     where = f"{cls.__name__}.{field}" if field else cls.__name__
     got = first.get("input")
-    shown = "" if field == "" or isinstance(got, dict) else f" (got {got!r})"
+    # A whole-message error (a model validator's) has the message as input: not repeated.
+    shown = "" if isinstance(got, dict) else f" (got {got!r})"
     return SchemaError(f"{where}: {first['msg']}{shown}", field)
 
 

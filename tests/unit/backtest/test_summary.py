@@ -2,15 +2,26 @@
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
+import time
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 
 from services.backtest.engine import BacktestResult, Trade
-from services.backtest.report import YEAR_MS, drawdown_pct, per_symbol, summarize
+from services.backtest.report import (
+    TRADE_COLUMNS,
+    YEAR_MS,
+    drawdown_pct,
+    iso_utc,
+    per_symbol,
+    summarize,
+    write_report,
+)
 from services.signals.rules import ExitReason
 
 TF_MS = 300_000  # 5m: 105 120 steps a year
@@ -69,12 +80,27 @@ def test_a_break_even_trade_is_not_a_win_and_a_small_gain_is() -> None:
     assert (s["wins"], s["win_rate"]) == (1, pytest.approx(1 / 3))
 
 
+def test_profit_factor_of_small_amounts() -> None:
+    # Gains and losses under one unit count in full: 0.25 gained, 0.5 lost.
+    s = summarize(result([1_000.0, 1_000.25, 999.75], [0.0, 0.25, -0.5]), TF_MS, 1.0)
+    assert s["profit_factor"] == pytest.approx(0.5)
+
+
+def test_sharpe_of_two_returns() -> None:
+    # Equity 1000 -> 1100 -> 1320: returns 10 % and 20 %, mean 15 %, spread 5 %.
+    s = summarize(result([1_100.0, 1_320.0], []), TF_MS, 1.0)
+    assert s["sharpe"] == pytest.approx(0.15 / 0.05 * math.sqrt(YEAR_MS / TF_MS))
+
+
 def test_a_blown_account_divides_by_zero_quietly() -> None:
     # Equity 1000 -> 0 -> 100: the return from 0 is infinite and left out; numpy must not
     # warn (the suite turns warnings into errors).
     s = summarize(result([0.0, 100.0], [-1_000.0, 100.0]), TF_MS, 1.0)
     assert s["max_drawdown_pct"] == pytest.approx(100.0)
     assert s["sharpe"] == 0.0  # one finite return: no spread
+    # 0 -> 0 is 0/0 (NaN): left out too, quietly.
+    s = summarize(result([0.0, 0.0, 100.0], [-1_000.0, 100.0]), TF_MS, 1.0)
+    assert s["sharpe"] == 0.0
 
 
 def test_no_step_at_all() -> None:
@@ -102,3 +128,31 @@ def test_per_symbol_counts_trades_wins_and_pnl() -> None:
     empty = per_symbol(pd.DataFrame({"symbol": [], "pnl": []}))
     assert list(empty.columns) == ["symbol", "trades", "wins", "win_rate", "pnl"]
     assert empty.empty
+
+
+def test_trade_times_are_utc_whatever_the_machines_zone(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    try:
+        assert iso_utc(0) == "1970-01-01T00:00:00Z"
+        assert iso_utc(1_700_000_000_123) == "2023-11-14T22:13:20Z"
+    finally:
+        monkeypatch.undo()
+        time.tzset()
+
+
+def test_write_report_makes_its_folder_and_writes_plain_files(tmp_path: Path) -> None:
+    out = tmp_path / "runs" / "first"  # neither exists yet
+    run = result([1_100.0, 990.0], [60.0, -20.0])
+    summary = write_report(run, out, TF_MS, 1.5)
+    write_report(run, out, TF_MS, 1.5)  # again into the same folder: overwritten
+    assert sorted(p.name for p in out.iterdir()) == [
+        "equity.png", "report.html", "summary.json", "trades.csv",
+    ]  # fmt: skip
+    text = (out / "summary.json").read_text()
+    assert text == json.dumps(summary, indent=2) + "\n"
+    assert text.startswith('{\n  "trades": 2,\n')
+    header, first, _ = (out / "trades.csv").read_text().splitlines()
+    assert header == ",".join(TRADE_COLUMNS)  # no index column
+    assert first.split(",")[:3] == ["BTC/USDT", "long", "1970-01-01T00:00:00Z"]
+    assert (out / "equity.png").read_bytes().startswith(b"\x89PNG")
