@@ -5,6 +5,8 @@ At start and every RECONCILE_INTERVAL, under the book lock:
   that symbol) is adopted, with its open stop if it has one, else a stop is asked for;
 - a book position the exchange no longer has is closed with the exchange's fill: our exit
   order's, else the fill of the market order its stop triggered, else its last fills;
+  one the exchange holds on the other side (closed, then reversed by hand) is closed the
+  same way and the exchange's position adopted;
 - a book position whose stop is not open on the exchange gets a new one (next sequence
   number); a size that differs from the exchange's is corrected.
 Every correction is logged and counted in ``tradebot_reconcile_corrections_total{kind}``.
@@ -41,6 +43,9 @@ if TYPE_CHECKING:
 log = logging.getLogger("state")
 
 STOP_GRACE_MS = 30_000  # a fresh position may wait this long for its first stop report
+# A book position the exchange does not show (or shows on the other side) is closed only
+# once this old: a fill the executor just booked may not show on the exchange at once.
+GONE_GRACE_MS = 5_000
 
 
 class Reconciler:
@@ -76,17 +81,20 @@ class Reconciler:
         unprotected = 0
         for symbol, ex_pos in live.items():
             pos = by_symbol.get(symbol)
+            if pos is not None and pos.side != ex_pos.side and now - pos.entry_time > GONE_GRACE_MS:
+                await self._close_missing(pos, now)  # the book's side is gone, the other open
+                pos = None
             if pos is None:
                 if symbol not in pending:
                     unprotected += not await self._adopt(ex_pos, stops, now)
                 continue
             unprotected += not await self._check(pos, ex_pos, stops, now)
         for pos in positions.values():
-            if pos.symbol not in live and now - pos.entry_time > STOP_GRACE_MS / 6:
+            if pos.symbol not in live and now - pos.entry_time > GONE_GRACE_MS:
                 await self._close_missing(pos, now)
         POSITIONS_WITHOUT_STOP.set(unprotected)
         await self.book.refresh_gauges()
-        await self._account(now, live)
+        await self._account(now)
 
     async def _adopt(self, ex_pos: Position, stops: list[Order], now: int) -> bool:
         """Adopt a position only the exchange has; return whether its stop is open."""
@@ -175,22 +183,33 @@ class Reconciler:
         except (ExchangeFailure, ValueError) as e:
             log.warning("Reconcile: fills of %s not read: %s", pos.symbol, e)
             trades = []
+        # The first closing-side fills up to the position's size: a later one (or the rest
+        # of one that reversed the position) opened the other side. Fees pro rata.
         closing = "sell" if pos.side == "long" else "buy"
-        fills = [t for t in trades if t.side == closing]
-        if fills:
-            qty = sum(t.amount for t in fills)
-            p = sum(t.price * t.amount for t in fills) / qty
-            return p, sum(t.fee for t in fills), fills[-1].timestamp, "fault"
+        used = cost = fee = 0.0
+        last = now
+        for t in trades:
+            part = min(t.amount, pos.quantity - used)
+            if t.side != closing or part <= 0:
+                continue
+            used, cost, fee, last = (
+                used + part,
+                cost + t.price * part,
+                fee + t.fee * part / t.amount,
+                t.timestamp,
+            )
+        if used > 0:
+            return cost / used, fee, last, "fault"
         return pos.best_price, 0.0, now, "fault"
 
     async def refresh_account(self) -> None:
         """Read the wallet and equity from the exchange into the book (tradebot status)."""
         try:
-            await self._account(await self.client.server_time(), {})
+            await self._account(await self.client.server_time())
         except TemporaryError as e:
             log.warning("Account: exchange unreachable, read again later: %s", e)
 
-    async def _account(self, now: int, live: dict[str, Position]) -> None:
+    async def _account(self, now: int) -> None:
         balance = await self.client.balance()
         account = Account(
             wallet=balance.wallet, equity=balance.equity,

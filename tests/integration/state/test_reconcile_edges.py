@@ -298,3 +298,32 @@ async def test_the_account_is_read_between_reconciliations_and_an_unreachable_ru
         sim.set_faults({})
     assert sample("tradebot_reconcile_runs_total", outcome="unreachable") == unreachable + 1
     assert sample("tradebot_reconcile_runs_total", outcome="ok") == ok
+
+
+async def test_a_position_reversed_by_hand_is_closed_and_the_other_side_adopted(
+    harness: StateHarness, raw: Any
+) -> None:
+    """The book holds a long the exchange no longer has, and the exchange a short on the
+    same symbol (someone closed the long and sold more by hand, here in one 5-contract
+    sell): the long is closed at that sell's price with the part of its fee that closed 2
+    contracts, and the short is adopted and gets a stop. A book position that young that
+    the exchange may not show it yet is left alone."""
+    h = harness
+    start = await h.rec.client.server_time()
+    sol = await book_entry(h, SOL, "long", 2.0, 150.0, start - 6_000, 1)
+    await book_entry(h, ETH, "long", 1.0, 3000.0, start, 2)  # booked just now
+    await raw.create_order(SOL, "market", "sell", 5.0)
+    await raw.create_order(ETH, "market", "sell", 1.0)
+    [sell] = await raw.fetch_my_trades(SOL)
+
+    await h.rec.run_once()
+    [trade] = (await trades_by_symbol(h)).values()
+    assert (trade.position_id, trade.reason, trade.exit_price) == (sol, "fault", sell["price"])
+    assert trade.fees == pytest.approx(0.1 + sell["fee"]["cost"] * 2 / 5)
+    positions = {p.symbol: p for p in (await book.read_positions(h.redis)).values()}
+    short = positions[SOL]
+    assert (short.side, short.quantity, short.adopted) == ("short", 5.0, True)
+    assert [(c.position_id, c.side, c.quantity) for c in await stop_commands(h)] == [
+        (short.position_id, "short", 5.0)
+    ]
+    assert positions[ETH].side == "long"  # within the grace: not judged yet
