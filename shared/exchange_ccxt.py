@@ -36,6 +36,14 @@ class Tuning:
     settle_poll_ms: int = 250
     enable_rate_limit: bool = True  # ccxt's own request throttle
 
+    def __post_init__(self) -> None:
+        if self.send_attempts < 1 or min(self.timeout_ms, self.recv_window_ms) <= 0:
+            raise ValueError(f"Tuning needs send_attempts >= 1 and positive timeouts, got {self}")
+        if self.settle_slack_ms < 0 or self.settle_poll_ms <= 0:
+            raise ValueError(
+                f"Tuning needs settle_slack_ms >= 0 and settle_poll_ms > 0, got {self}"
+            )
+
 
 def _install_retry_after(ex: Any) -> None:
     """Make ccxt attach the Retry-After header (seconds) to its 418/429 exceptions."""

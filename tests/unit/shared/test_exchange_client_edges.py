@@ -537,3 +537,18 @@ async def test_business_errors_of_lookups_are_rejections_not_retried(
     with pytest.raises(OrderRejected):
         await make_client(stub, fake).fetch_stop_order(SYMBOL, PLAIN)
     assert len(stub.asked) == 1
+
+
+@pytest.mark.parametrize(
+    "bad",
+    [
+        {"send_attempts": 0},
+        {"timeout_ms": 0},
+        {"recv_window_ms": -1},
+        {"settle_slack_ms": -1},
+        {"settle_poll_ms": 0},
+    ],
+)
+def test_tuning_refuses_knobs_that_would_send_nothing_or_never_wait(bad: dict[str, int]) -> None:
+    with pytest.raises(ValueError, match=r"^Tuning needs "):
+        Tuning(**bad)
