@@ -8,6 +8,7 @@ for, so a lookup made with the wrong symbol or the plain endpoint for a stop sho
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 from typing import Any
 
@@ -549,6 +550,6 @@ async def test_business_errors_of_lookups_are_rejections_not_retried(
         {"settle_poll_ms": 0},
     ],
 )
-def test_tuning_refuses_knobs_that_would_send_nothing_or_never_wait(bad: dict[str, int]) -> None:
+def test_tuning_refuses_knobs_that_would_send_nothing_or_never_wait(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"^Tuning needs "):
-        Tuning(**bad)
+        dataclasses.replace(Tuning(), **bad)
