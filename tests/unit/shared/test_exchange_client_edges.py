@@ -10,20 +10,25 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import time
 from typing import Any
 
 import ccxt.async_support as ccxt
 import pytest
 
+from shared.config import Settings
 from shared.exchange import WEEK_MS, ExchangeClient, Tuning
 from shared.exchange_errors import (
     RETRY_AFTER_ATTR,
     AuthError,
+    BackoffPolicy,
+    ExchangeFailure,
     InsufficientMargin,
     OrderRejected,
     OutcomeUnknown,
     SendRefused,
     TemporaryError,
+    UnreadableAnswer,
 )
 from tests.fixtures.metrics import sample
 from tests.unit.shared.test_exchange_client import (
@@ -38,6 +43,8 @@ from tests.unit.shared.test_exchange_client import (
 )
 
 REDACTED = "**********"
+REQUESTS = "tradebot_exchange_requests_total"
+LATENCY = "tradebot_exchange_request_duration_seconds"
 PLAIN = "tb-plain"
 
 
@@ -553,3 +560,136 @@ async def test_business_errors_of_lookups_are_rejections_not_retried(
 def test_tuning_refuses_knobs_that_would_send_nothing_or_never_wait(bad: dict[str, Any]) -> None:
     with pytest.raises(ValueError, match=r"^Tuning needs "):
         dataclasses.replace(Tuning(), **bad)
+
+
+# --- the exchange's clock, and the client built from settings ------------------------------
+
+
+class TimeStub:
+    """An exchange whose time endpoint answers ``value``."""
+
+    def __init__(self, value: Any) -> None:
+        self.options: dict[str, Any] = {"timeDifference": 0}
+        self.value = value
+
+    async def fetch_time(self) -> Any:
+        return self.value
+
+
+@pytest.mark.parametrize("value", [0, -5, True, 1.5, "1700000000000", None])
+async def test_an_exchange_time_that_is_not_a_positive_integer_is_unreadable(
+    value: Any, fake: FakeTime
+) -> None:
+    """Every signed request and stale-data check hangs on this clock: garbage is refused."""
+    client = ExchangeClient(TimeStub(value), tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    with pytest.raises(UnreadableAnswer) as err:
+        await client.server_time()
+    assert str(err.value) == f"server_time: unreadable answer {value!r}"
+    assert err.value.call == "server_time"
+
+
+async def test_any_positive_integer_is_an_exchange_time(fake: FakeTime) -> None:
+    client = ExchangeClient(TimeStub(1), tuning=Tuning(), sleep=fake.sleep, clock=fake.clock)
+    assert await client.server_time() == 1
+
+
+@pytest.mark.parametrize(("exchange", "throttled"), [("sim", False), ("binanceusdm", True)])
+async def test_the_client_takes_its_settings(exchange: str, throttled: bool) -> None:
+    """recvWindow, quote, timeframe and the secrets to redact come from the settings; ccxt's
+    own throttle is on against a real exchange (Binance's weights), off on the simulator."""
+    settings = Settings(
+        exchange=exchange, recv_window_ms=7_000, timeframe="15m", testnet=exchange != "sim",
+        quote="USDC",
+        api_key="key-of-the-test", api_secret="secret-of-the-test",
+    )  # fmt: skip
+    client = ExchangeClient.from_settings(settings)
+    try:
+        assert (client.tuning.recv_window_ms, client.tuning.enable_rate_limit) == (7_000, throttled)
+        assert (client.quote, client.timeframe) == ("USDC", "15m")
+        assert client._say(RuntimeError("key-of-the-test secret-of-the-test")) == (
+            f"RuntimeError: {REDACTED} {REDACTED}"
+        )
+        assert client.host_clock is (exchange == "sim")
+    finally:
+        await client.close()
+
+
+class AccountStub:
+    """The clock, markets and balance endpoints; the balance answers what it is told to."""
+
+    def __init__(self, balance: BaseException | None = None) -> None:
+        self.options: dict[str, Any] = {"timeDifference": 0}
+        self.balance_error = balance
+        self.calls: list[str] = []
+
+    async def load_time_difference(self) -> int:
+        self.calls.append("time")
+        return 0
+
+    async def load_markets(self, reload: bool = False) -> dict[str, Any]:
+        self.calls.append("markets")
+        return {SYMBOL: market(SYMBOL)}
+
+    async def fetch_balance(self) -> dict[str, Any]:
+        self.calls.append("balance")
+        if self.balance_error is not None:
+            error, self.balance_error = self.balance_error, None
+            raise error
+        return {"USDT": {"free": 1.0, "used": 0.0, "total": 1.0}, "info": {}}
+
+
+def account_client(stub: AccountStub, fake: FakeTime) -> ExchangeClient:
+    tuning = Tuning(backoff=BackoffPolicy(attempts=1, initial=0.0, maximum=0.0))
+    return ExchangeClient(stub, tuning=tuning, secrets=[SECRET], sleep=fake.sleep, clock=fake.clock)
+
+
+async def test_start_syncs_the_clock_then_loads_markets_each_counted_by_name(
+    fake: FakeTime,
+) -> None:
+    stub = AccountStub()
+    before = {c: sample(REQUESTS, call=c) for c in ("sync_clock", "load_markets")}
+    await account_client(stub, fake).start()
+    assert stub.calls == ["time", "markets"]
+    assert {c: sample(REQUESTS, call=c) - n for c, n in before.items()} == {
+        "sync_clock": 1,
+        "load_markets": 1,
+    }
+
+
+async def test_an_answer_that_cannot_be_read_names_the_call_and_what_broke(
+    fake: FakeTime,
+) -> None:
+    client = account_client(AccountStub(KeyError("USDT")), fake)
+    with pytest.raises(UnreadableAnswer) as err:
+        await client.balance()
+    assert "balance: unreadable answer (KeyError: 'USDT')" in str(err.value)
+
+
+async def test_a_refused_read_is_translated_with_the_key_redacted(fake: FakeTime) -> None:
+    client = account_client(AccountStub(ccxt.AuthenticationError(f"-2015 key {SECRET}")), fake)
+    with pytest.raises(AuthError) as err:
+        await client.balance()
+    assert SECRET not in str(err.value)
+    assert REDACTED in str(err.value)
+
+
+async def test_a_clock_rejection_resyncs_and_says_which_call_it_hit(
+    fake: FakeTime, caplog: pytest.LogCaptureFixture
+) -> None:
+    stub = AccountStub(ccxt.InvalidNonce("binanceusdm -1021"))
+    with pytest.raises(ExchangeFailure):
+        await account_client(stub, fake).balance()
+    assert stub.calls == ["balance", "time"]
+    assert "Exchange clock re-synced after -1021 on balance" in caplog.text
+
+
+async def test_a_request_is_timed_by_its_own_duration(fake: FakeTime) -> None:
+    """The latency histogram gets the request's duration: never more than the time the test
+    measured around it."""
+    count = sample(LATENCY + "_count", call="balance")
+    total = sample(LATENCY + "_sum", call="balance")
+    started = time.perf_counter()
+    await account_client(AccountStub(), fake).balance()
+    elapsed = time.perf_counter() - started
+    assert sample(LATENCY + "_count", call="balance") == count + 1
+    assert 0 <= sample(LATENCY + "_sum", call="balance") - total <= elapsed
