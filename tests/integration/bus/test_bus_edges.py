@@ -6,14 +6,18 @@ Each test runs on Valkey and on Redis (``servers.redis_server``).
 from __future__ import annotations
 
 import logging
+from types import SimpleNamespace
 from typing import Any
 
 import pytest
+import redis
 import redis.asyncio as aioredis
 
+from shared import bus, keys
 from shared.bus import Consumer, ensure_group, publish, publish_many
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import PriceTick
+from tests.fixtures.metrics import sample
 from tests.integration.bus.helpers import GROUP, STREAM, eventually, running, tick
 from tests.integration.bus.servers import redis_server
 
@@ -102,3 +106,114 @@ async def test_publish_returns_the_entry_id_as_text_on_any_client(
             assert entry_id.count("-") == 1
         finally:
             await client.aclose()
+
+
+# --- options, metrics and the outage backoff ------------------------------------------------
+
+
+def options_consumer(client: aioredis.Redis, **options: Any) -> Consumer[PriceTick]:
+    return Consumer(client, STREAM, GROUP, "c1", recorder([]), PriceTick, **options)
+
+
+@pytest.mark.parametrize("option", ["count", "block_ms", "max_deliveries", "reclaim_idle_ms"])
+async def test_every_consumer_option_must_be_positive(
+    redis_client: aioredis.Redis, option: str
+) -> None:
+    with pytest.raises(ValueError, match=r"must be > 0") as err:
+        options_consumer(redis_client, **{option: 0})
+    assert str(err.value) == "count, block_ms, reclaim_idle_ms and max_deliveries must be > 0"
+    options_consumer(redis_client, **{option: 1})  # the smallest value taken
+
+
+async def test_the_consumer_defaults_and_its_reclaim_rhythm(redis_client: aioredis.Redis) -> None:
+    """Batches of 100, reads blocking 1 s, entries idle 30 s taken back, dead-lettered after
+    5 deliveries (docs/bus.md); reclaims run every half idle time, at most every 5 s."""
+    c = options_consumer(redis_client)
+    assert (c.count, c.block_ms, c.reclaim_idle_ms, c.max_deliveries) == (100, 1000, 30_000, 5)
+    assert c._reclaim_every_s == 5.0
+    assert options_consumer(redis_client, reclaim_idle_ms=2_000)._reclaim_every_s == 1.0
+    assert bus._maxlen("tb:some:other:stream") == keys.DEFAULT_MAXLEN
+
+
+async def test_a_client_whose_timeout_is_shorter_than_the_block_is_refused_with_the_fix(
+    redis_server: EmbeddedRedis,
+) -> None:
+    client = aioredis.Redis.from_url(redis_server.url, socket_timeout=1.0)
+    try:
+        with pytest.raises(ValueError, match=r"socket_timeout") as err:
+            options_consumer(client, block_ms=1000)
+        assert str(err.value) == (
+            "block_ms=1000 must be below the client's socket_timeout (1.0s); "
+            "make the client with shared.redisconn.redis_from_url"
+        )
+    finally:
+        await client.aclose()
+
+
+async def test_handler_failures_and_reclaims_are_counted_per_stream_and_group(
+    redis_client: aioredis.Redis,
+) -> None:
+    errors = sample("tradebot_bus_handler_errors_total", stream=STREAM, group=GROUP)
+    reclaimed = sample("tradebot_bus_reclaimed_total", stream=STREAM, group=GROUP)
+    await ensure_group(redis_client, STREAM, GROUP)
+    await publish_many(redis_client, STREAM, [tick(1), tick(2)])
+    await redis_client.xreadgroup(GROUP, "gone", {STREAM: ">"}, count=1)  # tick 1 left pending
+
+    async def idle() -> bool:
+        rows: Any = await redis_client.xpending_range(STREAM, GROUP, "-", "+", 10)
+        return all(r["time_since_delivered"] >= 2 for r in rows)
+
+    await eventually(idle)
+
+    async def fail(msg: PriceTick, entry_id: str) -> None:
+        raise RuntimeError("boom")
+
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", fail, PriceTick,
+                        block_ms=100, reclaim_idle_ms=2)  # fmt: skip
+    await consumer.poll()  # reclaims tick 1, reads tick 2: both handlers fail
+    assert sample("tradebot_bus_reclaimed_total", stream=STREAM, group=GROUP) == reclaimed + 1
+    assert sample("tradebot_bus_handler_errors_total", stream=STREAM, group=GROUP) == errors + 2
+
+
+class FakeClock:
+    """Monotonic time that only the bus's backoff sleeps move."""
+
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.waits: list[float] = []
+
+    def monotonic(self) -> float:
+        return self.now
+
+    async def sleep(self, seconds: float) -> None:
+        self.waits.append(seconds)
+        self.now += seconds
+
+
+async def test_an_outage_is_ridden_out_with_doubling_waits_capped_then_given_up(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock = FakeClock()
+    monkeypatch.setattr(bus, "time", SimpleNamespace(monotonic=clock.monotonic))
+    monkeypatch.setattr(bus, "asyncio", SimpleNamespace(sleep=clock.sleep))
+    failures = iter(range(7))
+
+    async def flaky() -> str:
+        if next(failures, None) is not None:
+            raise redis.exceptions.ConnectionError("refused")
+        return "done"
+
+    assert await bus.ride_out("test step", flaky, 60.0) == "done"
+    assert clock.waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+    assert "retry 7 in 2.0 s" in caplog.text
+
+    clock.waits.clear()
+
+    async def down() -> str:
+        raise redis.exceptions.ConnectionError("refused")
+
+    with pytest.raises(bus.BusUnavailable, match=r"test step: Redis unreachable for 0\.5 s"):
+        await bus.ride_out("test step", down, 0.5)
+    # 0.1 and 0.2, then the 0.2 s left of the outage; at 0.5 s exactly it gives up.
+    assert clock.waits == pytest.approx([0.1, 0.2, 0.2])
+    assert "giving up after 0.5 s of Redis errors (4 attempts)" in caplog.text
