@@ -327,3 +327,42 @@ async def test_a_position_reversed_by_hand_is_closed_and_the_other_side_adopted(
         (short.position_id, "short", 5.0)
     ]
     assert positions[ETH].side == "long"  # within the grace: not judged yet
+
+
+async def test_a_reversal_takes_only_the_fills_that_closed_and_waits_out_the_grace(
+    harness: StateHarness, sim: SimHandle, raw: Any
+) -> None:
+    """A long of 2 reversed by hand in sells of 1.5, 1.5 and 0.5: the long closed at the
+    first 1.5 and 0.5 of the second, its fees pro rata, dated by the last fill it took (the
+    rest opened the short). A reversal is judged only past the 5 s grace, like a
+    vanished position; one with no closing fill since its entry closes at its best price at
+    the exchange's time."""
+    h = harness
+    await raw.create_order(XRP, "market", "sell", 20.0)  # before the book's entry below
+    sim.step(1)
+    start = await h.rec.client.server_time()
+    sol = await book_entry(h, SOL, "long", 2.0, 150.0, start - 6_000, 1)
+    xrp = await book_entry(h, XRP, "long", 20.0, 0.5, start - 6_000, 3)
+    sim.set_path("SOLUSDT", [151.0, 149.0, 148.0])
+    for qty in (1.5, 1.5, 0.5):
+        sim.step(1)
+        await raw.create_order(SOL, "market", "sell", qty)
+    await raw.create_order(ETH, "market", "sell", 1.0)
+    first, second, _ = await raw.fetch_my_trades(SOL)
+    now = await h.rec.client.server_time()
+    await book_entry(h, ETH, "long", 1.0, 3000.0, now - 5_000, 2)  # exactly at the grace
+
+    await h.rec.run_once()
+    trades = await trades_by_symbol(h)
+    closed = trades[SOL]
+    assert closed.position_id == sol
+    assert closed.exit_price == pytest.approx((1.5 * first["price"] + 0.5 * second["price"]) / 2)
+    assert closed.fees == pytest.approx(
+        0.1 + first["fee"]["cost"] + second["fee"]["cost"] * 0.5 / 1.5
+    )
+    assert closed.exit_time == second["timestamp"]
+    assert (trades[XRP].position_id, trades[XRP].exit_time) == (xrp, now)  # no fill after
+    assert ETH not in trades  # within the grace: not judged yet
+    positions = {p.symbol: p for p in (await book.read_positions(h.redis)).values()}
+    assert (positions[SOL].side, positions[SOL].quantity) == ("short", 3.5)  # all it sold
+    assert positions[ETH].side == "long"
