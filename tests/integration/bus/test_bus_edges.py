@@ -20,6 +20,7 @@ from shared.schemas import PriceTick
 from tests.fixtures.metrics import sample
 from tests.integration.bus.helpers import GROUP, STREAM, eventually, running, tick
 from tests.integration.bus.servers import redis_server
+from tests.unit.shared.test_exchange_client import FakeTime
 
 __all__ = ["redis_server"]  # every test here runs on Valkey and on Redis
 
@@ -175,26 +176,11 @@ async def test_handler_failures_and_reclaims_are_counted_per_stream_and_group(
     assert sample("tradebot_bus_handler_errors_total", stream=STREAM, group=GROUP) == errors + 2
 
 
-class FakeClock:
-    """Monotonic time that only the bus's backoff sleeps move."""
-
-    def __init__(self) -> None:
-        self.now = 100.0
-        self.waits: list[float] = []
-
-    def monotonic(self) -> float:
-        return self.now
-
-    async def sleep(self, seconds: float) -> None:
-        self.waits.append(seconds)
-        self.now += seconds
-
-
 async def test_an_outage_is_ridden_out_with_doubling_waits_capped_then_given_up(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
-    clock = FakeClock()
-    monkeypatch.setattr(bus, "time", SimpleNamespace(monotonic=clock.monotonic))
+    clock = FakeTime()  # monotonic time that only the bus's backoff sleeps move
+    monkeypatch.setattr(bus, "time", SimpleNamespace(monotonic=clock.clock))
     monkeypatch.setattr(bus, "asyncio", SimpleNamespace(sleep=clock.sleep))
     failures = iter(range(7))
 
@@ -204,10 +190,10 @@ async def test_an_outage_is_ridden_out_with_doubling_waits_capped_then_given_up(
         return "done"
 
     assert await bus.ride_out("test step", flaky, 60.0) == "done"
-    assert clock.waits == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
+    assert clock.sleeps == pytest.approx([0.1, 0.2, 0.4, 0.8, 1.6, 2.0, 2.0])
     assert "retry 7 in 2.0 s" in caplog.text
 
-    clock.waits.clear()
+    clock.sleeps.clear()
 
     async def down() -> str:
         raise redis.exceptions.ConnectionError("refused")
@@ -215,5 +201,5 @@ async def test_an_outage_is_ridden_out_with_doubling_waits_capped_then_given_up(
     with pytest.raises(bus.BusUnavailable, match=r"test step: Redis unreachable for 0\.5 s"):
         await bus.ride_out("test step", down, 0.5)
     # 0.1 and 0.2, then the 0.2 s left of the outage; at 0.5 s exactly it gives up.
-    assert clock.waits == pytest.approx([0.1, 0.2, 0.2])
+    assert clock.sleeps == pytest.approx([0.1, 0.2, 0.2])
     assert "giving up after 0.5 s of Redis errors (4 attempts)" in caplog.text

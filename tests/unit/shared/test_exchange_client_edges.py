@@ -39,8 +39,11 @@ from tests.unit.shared.test_exchange_client import (
     Intent,
     StubExchange,
     TradeHistoryStub,
+    fake,
     make_client,
 )
+
+__all__ = ["fake"]  # the fixture, used by name
 
 REDACTED = "**********"
 REQUESTS = "tradebot_exchange_requests_total"
@@ -93,11 +96,6 @@ class RecordingStub(StubExchange):
 @pytest.fixture
 def stub() -> RecordingStub:
     return RecordingStub()
-
-
-@pytest.fixture
-def fake() -> FakeTime:
-    return FakeTime()
 
 
 def plain_lookup(cid: str) -> tuple[None, str, dict[str, Any]]:
