@@ -298,8 +298,14 @@ async def test_failed_lookup_gives_outcome_unknown_without_resend(
     stub.lookup_faults = [""] + ["timeout"] * 20
     with pytest.raises(OutcomeUnknown) as info:
         await make_client(stub, fake, attempts=3).place_order(Intent("tb-6"))
-    assert info.value.client_order_id == "tb-6"
+    assert (info.value.call, info.value.client_order_id) == ("place_order", "tb-6")
     assert stub.sends == 1
+    # What the executor escalates names the failed send and the failed lookup.
+    assert str(info.value) == (
+        "place tb-6: send failed (RequestTimeout: binanceusdm POST "
+        "http://sim/fapi/v1/order?…) and the lookup failed too (RequestTimeout: "
+        "binanceusdm lookup timeout); reconcile before resending"
+    )
 
 
 async def test_insufficient_margin_is_raised_at_once(stub: StubExchange, fake: FakeTime) -> None:

@@ -137,22 +137,6 @@ async def test_sends_refused_for_rate_limits_say_why_wait_and_count_only_real_re
     assert sample("tradebot_exchange_retries_total", call="place_order") == retries + 2
 
 
-async def test_a_send_and_its_lookups_failing_says_both_causes(
-    stub: RecordingStub, fake: FakeTime
-) -> None:
-    """The OutcomeUnknown the executor escalates names the failed send and the failed lookup."""
-    stub.send_faults = ["timeout"]
-    stub.lookup_faults = [""] + ["timeout"] * 20
-    with pytest.raises(OutcomeUnknown) as info:
-        await make_client(stub, fake, attempts=3).place_order(Intent("tb-blind"))
-    assert (info.value.call, info.value.client_order_id) == ("place_order", "tb-blind")
-    assert str(info.value) == (
-        "place tb-blind: send failed (RequestTimeout: binanceusdm POST "
-        "http://sim/fapi/v1/order?…) and the lookup failed too (RequestTimeout: "
-        "binanceusdm lookup timeout); reconcile before resending"
-    )
-
-
 async def test_a_duplicate_id_nobody_can_see_names_the_stop_and_the_answer(
     stub: RecordingStub, fake: FakeTime
 ) -> None:
