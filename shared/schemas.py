@@ -157,8 +157,15 @@ class ExitSignal(Message):
 
 
 class OrderIntent(Message):
-    """An order the executor is about to send, written to Redis before it is sent."""
+    """An order the executor is about to send, written to Redis before it is sent.
 
+    v2 adds ``cancels``: for an exit, the client ids of the position's stops to cancel once
+    it filled, as the book named them when the exit was written (a restarted executor may
+    find the position gone from the book by then); v1 intents still decode.
+    """
+
+    VERSION: ClassVar[int] = 2
+    v: Annotated[int, Field(ge=1, le=2)] = 2
     kind: Literal["intent"] = "intent"
     client_order_id: Text
     signal_id: Text
@@ -170,6 +177,7 @@ class OrderIntent(Message):
     stop_price: Price | None = None
     reduce_only: bool = False
     ts: TimeMs
+    cancels: list[Text] = []
 
 
 class OrderEvent(Message):

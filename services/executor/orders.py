@@ -111,9 +111,15 @@ def stop_intent(
 
 
 def exit_intent(
-    position_id: str, symbol: str, side: Side, quantity: float, signal_id: str, ts: int
+    position_id: str,
+    symbol: str,
+    side: Side,
+    quantity: float,
+    signal_id: str,
+    ts: int,
+    cancels: list[str] | None = None,
 ) -> OrderIntent:
-    """Return the reduce-only market order that closes a position."""
+    """Return the reduce-only market order that closes a position (then cancels ``cancels``)."""
     return OrderIntent(
         client_order_id=exit_client_id(position_id),
         signal_id=signal_id,
@@ -124,4 +130,5 @@ def exit_intent(
         quantity=quantity,
         reduce_only=True,
         ts=ts,
+        cancels=cancels or [],
     )

@@ -182,10 +182,12 @@ class Executor:
         )
 
     async def _group_idle(self, stream: str, group: str) -> bool:
+        """Return whether the group exists and has read and acknowledged all of the stream."""
+        if not await self.redis.exists(stream):  # its reader never started: not idle
+            return False
         groups: Any = await self.redis.xinfo_groups(stream)
         for g in groups:
-            name = g["name"].decode() if isinstance(g["name"], bytes) else g["name"]
-            if name == group:
+            if g["name"] == group.encode():  # the services' clients never decode replies
                 return bool(not g.get("lag") and not g.get("pending"))
         return False
 
@@ -508,7 +510,10 @@ class Executor:
         sent; raised so that the bus retries the signal. OutcomeUnknown: the intent stays
         open for the resume loop.
         """
-        intent = o.exit_intent(pid, symbol, side, qty, signal_id, self.client.exchange_now_ms())
+        stop_cids = stop_cids or [stop_client_id(pid)]
+        intent = o.exit_intent(
+            pid, symbol, side, qty, signal_id, self.client.exchange_now_ms(), stop_cids
+        )
         if await self.journal.settled(intent.client_order_id) is not None:
             log.info("Exit of %s already done; ignored [%s]", symbol, pid)
             return
@@ -516,7 +521,6 @@ class Executor:
         intent = existing or intent
         submitted = self.event(intent, "submitted", position_id=pid, reason=reason)
         log.info("Exit: %s %s qty=%g (%s) [%s]", side.upper(), symbol, qty, reason, pid)
-        stop_cids = stop_cids or [stop_client_id(pid)]
         with self.working_on(intent.client_order_id):
             await self.journal.open_intent(intent, submitted)
             await self.place_exit(intent, side, reason, stop_cids)
@@ -687,7 +691,9 @@ class Executor:
         else:
             pid = intent.signal_id.split("|exit|")[0]
             pos = (await book.read_positions(self.redis)).get(pid)
-            stops = position_stops(pid, pos)
+            # The book's stops now, and those it had when the exit was written: state may
+            # have closed the position in the book since (its exit filled before the crash).
+            stops = list(dict.fromkeys([*position_stops(pid, pos), *intent.cancels]))
             reason: ExitReason = "fault"
             if pos is not None and pos.exit_requested is not None:
                 reason = pos.exit_requested

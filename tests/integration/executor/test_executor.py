@@ -7,7 +7,9 @@ checks the simulator's account (the exchange's truth), the events and the journa
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
+import time
 from typing import Any
 
 import pytest
@@ -16,6 +18,7 @@ from prometheus_client import REGISTRY
 from services.exchange_sim import engine
 from services.executor import orders as o
 from services.executor.risk import EntryContext
+from services.executor.service import position_stops
 from services.signals.rules import StrategyParams
 from services.state import fold
 from shared import keys
@@ -35,6 +38,8 @@ from shared.schemas import (
 from tests.fixtures.metrics import sample
 from tests.integration.bus.helpers import eventually
 from tests.integration.executor.conftest import ETH, SOL, Harness, MakeHarness
+
+BTC = "BTC/USDT:USDT"
 
 STOP_FILLED = {"type": "stop", "outcome": "filled"}
 
@@ -159,7 +164,7 @@ async def test_slots_go_by_vol_ratio_within_one_close(make_executor: MakeHarness
 
 
 async def test_a_close_waits_for_its_evaluations_then_for_the_deadline(
-    make_executor: MakeHarness,
+    make_executor: MakeHarness, caplog: pytest.LogCaptureFixture
 ) -> None:
     h: Harness = await make_executor(entry_wait_ms=60_000)
     await h.set_universe(SOL)
@@ -169,6 +174,9 @@ async def test_a_close_waits_for_its_evaluations_then_for_the_deadline(
     await h.redis.set(keys.close_expected_key(close_ms), 2)
     await h.redis.sadd(keys.close_evaluated_key(close_ms), "SOL/USDT:USDT")
     assert not await h.executor.close_ready(close_ms, arrived)  # 1 of 2 evaluated
+    with caplog.at_level(logging.WARNING, logger="executor"):
+        assert await h.executor.close_ready(close_ms, arrived - 60_000)  # the deadline passed
+    assert "allotting after 60000 ms (1/2 candles evaluated)" in caplog.text
     await h.redis.sadd(keys.close_evaluated_key(close_ms), "ETH/USDT:USDT")
     assert not await h.executor.close_ready(close_ms, arrived)  # state not at the close yet
     assert await h.executor.close_ready(close_ms, arrived - 60_000)  # the deadline passed
@@ -176,9 +184,11 @@ async def test_a_close_waits_for_its_evaluations_then_for_the_deadline(
     await h.redis.set(keys.STATE_TICK_MS, close_ms - 1)
     assert not await h.executor.close_ready(close_ms, arrived)  # state one ms short
     await h.redis.set(keys.STATE_TICK_MS, close_ms)
-    for stream, group in ((keys.STREAM_SIGNALS, keys.GROUP_EXECUTOR),
-                          (keys.STREAM_EVENTS, keys.GROUP_STATE)):  # fmt: skip
-        await ensure_group(h.redis, stream, group)
+    assert not await h.executor.close_ready(close_ms, arrived)  # no stream read by anyone yet
+    await ensure_group(h.redis, keys.STREAM_SIGNALS, keys.GROUP_EXECUTOR)
+    await ensure_group(h.redis, keys.STREAM_EVENTS, "another-reader")
+    assert not await h.executor.close_ready(close_ms, arrived)  # state's group not there yet
+    await ensure_group(h.redis, keys.STREAM_EVENTS, keys.GROUP_STATE)
     assert await h.executor.close_ready(close_ms, arrived)  # all evaluated, nothing in flight
     for stream, group in ((keys.STREAM_SIGNALS, keys.GROUP_EXECUTOR),
                           (keys.STREAM_EVENTS, keys.GROUP_STATE)):  # fmt: skip
@@ -333,7 +343,7 @@ async def test_resume_abandons_an_entry_never_sent_and_finishes_one_that_filled(
         never.id,
         entry_client_id(never.id),
     )
-    assert "not on the exchange" in (abandoned.error or "")
+    assert abandoned.error == "not on the exchange after a restart or unclear send"
     assert SOL not in await h.executor.journal.pending_entries()  # its slot is free again
     [stop] = list(h.sim.account.algo_orders.values())
     assert (stop.symbol, stop.side, stop.status) == ("ETHUSDT", "BUY", "NEW")
@@ -387,6 +397,118 @@ async def test_resume_sends_a_stop_and_an_exit_the_crashed_executor_had_only_wri
     assert [a.status for a in eth_stops] == ["CANCELED"]
 
 
+async def test_resume_leaves_alone_an_intent_in_flight_worked_on_lately_or_while_stopping(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    ex = h.executor
+    ex.client.tuning = dataclasses.replace(ex.client.tuning, settle_slack_ms=5_000)
+    now = await h.now()
+    sigs = [await h.signal(symbol) for symbol in (SOL, ETH, BTC)]
+    busy, lately, idle = [o.entry_intent(s.id, s.symbol, "long", 1.0, now + i)
+                          for i, s in enumerate(sigs)]  # fmt: skip
+    for intent in (busy, lately, idle):  # written, never sent
+        await ex.journal.open_intent(intent)
+
+    async def settled() -> list[str | None]:
+        return [await ex.journal.settled(s.id) for s in sigs]
+
+    ex.busy.add(busy.client_order_id)  # another flow is sending it right now
+    # Worked on a recvWindow ago: a send may still wait inside the exchange for the slack.
+    ex.touched[lately.client_order_id] = time.monotonic() - ex.client.tuning.recv_window_ms / 1000
+    await ex.resume()
+    assert await settled() == [None, None, "abandoned"]
+    ex.busy.discard(busy.client_order_id)
+    h.sim.set_faults({"http5xx": 1.0})
+    await ex.resume()  # its lookup fails: left open, and worked on just now
+    h.sim.set_faults({})
+    await ex.resume()
+    assert await settled() == [None, None, "abandoned"]
+    ex.touched.clear()
+    ex.ctx.stop.set()  # stopping, as when the lease is lost: nothing is touched
+    await ex.resume()
+    assert await settled() == [None, None, "abandoned"]
+    ex.ctx.stop.clear()
+    await ex.resume()
+    assert await settled() == ["abandoned"] * 3
+
+
+async def test_resume_closes_a_long_whose_written_stop_the_exchange_refuses(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    sig = await entered_long(h)
+    qty = h.sim.account.position("SOLUSDT").amount
+    # Written, then the crash; the price is below it now, so the exchange refuses it (-2021).
+    await h.executor.journal.open_intent(
+        o.stop_intent(sig.id, SOL, "long", qty, 200.0, 1, await h.now())
+    )
+    await h.executor.resume()
+    assert "SOLUSDT" not in h.sim.account.open_positions()
+    [exited] = [e for e in await h.events() if e.event == "filled" and e.purpose == "exit"]
+    assert (exited.side, exited.reason, exited.quantity) == ("sell", "fault", qty)
+
+
+async def test_resume_exits_with_reason_fault_and_cancels_every_stop_of_the_position(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL, ETH)
+    long_, short = await h.signal(SOL, "long"), await h.signal(ETH, "short")
+    for sig in (long_, short):
+        await h.executor.enter(sig, await h.now())
+    acct = h.sim.account
+    sol_qty, eth_qty = acct.position("SOLUSDT").amount, -acct.position("ETHUSDT").amount
+    # A repair of each while #0 is open (a stop command of state, then #0 found again).
+    await h.executor.protect(long_.id, SOL, "long", sol_qty, 140.0, seq=1)
+    await h.executor.protect(short.id, ETH, "short", eth_qty, 3100.0, seq=1)
+    await book_from_events(h)
+    raw_short = await h.redis.hget(keys.BOOK_POSITIONS, short.id)
+    assert raw_short is not None
+    short_stops = position_stops(short.id, BookPosition.load(raw_short))
+    now = await h.now()
+    # Written, then the crash: exits nobody asked a reason for in the book. The long's was
+    # written by an executor before v2 (no stops named); the short's names its stops, and its
+    # fill reached state, which closed it in the book.
+    await h.executor.journal.open_intent(
+        o.exit_intent(long_.id, SOL, "long", sol_qty, exit_signal_id(long_.id, "fault"), now)
+    )
+    await h.executor.journal.open_intent(
+        o.exit_intent(
+            short.id, ETH, "short", eth_qty, exit_signal_id(short.id, "fault"), now, short_stops
+        )
+    )
+    await h.redis.hdel(keys.BOOK_POSITIONS, short.id)
+    await h.executor.resume()
+    assert acct.open_positions() == {}
+    exits = [e for e in await h.events() if e.event == "filled" and e.purpose == "exit"]
+    assert sorted((e.symbol, e.side, e.reason) for e in exits) == [
+        (ETH, "buy", "fault"),
+        (SOL, "sell", "fault"),
+    ]
+    stops = sorted((a.client_algo_id, a.status) for a in acct.algo_orders.values())
+    assert stops == sorted((stop_client_id(sig.id, seq), "CANCELED")
+                           for sig in (long_, short) for seq in (0, 1))  # fmt: skip
+
+
+async def test_resume_of_an_exit_the_stop_beat_reports_the_stop_fill(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    sig = await entered_long(h)
+    qty = h.sim.account.position("SOLUSDT").amount
+    await h.executor.journal.open_intent(
+        o.exit_intent(sig.id, SOL, "long", qty, exit_signal_id(sig.id, "trail"), await h.now())
+    )  # written, then the crash; meanwhile the stop at 147 fills
+    h.sim.set_path("SOLUSDT", [140.0])
+    h.sim.step(1)
+    await h.executor.resume()
+    [stop_filled] = [e for e in await h.events() if e.event == "stop_filled"]
+    assert (stop_filled.side, stop_filled.quantity) == ("sell", qty)
+    assert stop_filled.position_id == sig.id
+    assert await h.redis.get(keys.signal_done_key(exit_client_id(sig.id))) == b"stop"
+
+
 async def test_a_stop_command_places_a_repair_only_when_no_earlier_stop_is_open(
     make_executor: MakeHarness,
 ) -> None:
@@ -419,6 +541,10 @@ async def test_a_stop_command_places_a_repair_only_when_no_earlier_stop_is_open(
         stop_client_id(sig.id, 1),
         sig.id,
     )
+    await h.executor.handle(command(2), "8-0")  # repair #1 is open (#0 is not): nothing more
+    assert [a.client_algo_id for a in acct.algo_orders.values() if a.status == "NEW"] == [
+        stop_client_id(sig.id, 1)
+    ]
 
 
 async def test_bad_messages_on_the_signals_stream_go_to_the_dlq(
