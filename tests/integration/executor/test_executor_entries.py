@@ -8,6 +8,7 @@ keeps it until the resume loop has asked the exchange. Each case is counted by o
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import Any
 
 import pytest
@@ -220,3 +221,70 @@ async def test_entries_wait_while_an_exit_is_being_handled(
     release[1].set()
     await tasks[1]
     assert h.executor.exits_running == 0
+
+
+def refused(reason: str) -> float:
+    return sample("tradebot_entries_refused_total", reason=reason)
+
+
+async def test_an_entry_not_decided_for_want_of_the_exchange_is_refused_and_says_why(
+    make_executor: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL)
+    before, now = refused("exchange_unreachable"), await h.now()
+    h.sim.set_faults({"http5xx": 1.0})  # the balance cannot be read
+    with caplog.at_level(logging.INFO, logger="executor"):
+        await h.executor.enter(sig, now)
+    h.sim.set_faults({})
+    assert await h.executor.journal.settled(sig.id) == "refused:exchange_unreachable"
+    assert refused("exchange_unreachable") == before + 1
+    assert "(exchange_unreachable: balance: " in caplog.text  # the client's error, named
+    assert h.sim.account.orders == {}
+
+
+async def test_an_entry_refused_by_the_exchange_or_a_bug_logs_the_error_itself(
+    make_executor: MakeHarness, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL, ETH)
+    high, buggy = await h.signal(SOL), await h.signal(ETH)
+    before = refused("exchange_rejected"), refused("error")
+    h.executor.s = h.executor.s.model_copy(update={"leverage": 500})
+    with caplog.at_level(logging.INFO, logger="executor"):
+        await h.executor.enter(high, await h.now())
+        monkeypatch.setattr(h.executor, "entry_context", _raise_zero_division)
+        await h.executor.enter(buggy, await h.now())
+    assert (refused("exchange_rejected"), refused("error")) == (before[0] + 1, before[1] + 1)
+    assert "(exchange_rejected: set_leverage: " in caplog.text
+    assert "(error: ZeroDivisionError: float division by zero)" in caplog.text
+
+
+async def _raise_zero_division(symbol: str, now: int) -> Any:
+    raise ZeroDivisionError("float division by zero")
+
+
+async def test_an_entry_is_submitted_for_its_position_at_the_decision_time_and_marked_in_work(
+    make_executor: MakeHarness, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    h: Harness = await make_executor()
+    await h.set_universe(SOL)
+    sig = await h.signal(SOL)
+    place_order = h.executor.client.place_order
+    in_work: list[bool] = []
+
+    async def spied(req: OrderIntent, guard: Any = None) -> Order:
+        in_work.append(req.client_order_id in h.executor.busy)
+        return await place_order(req, guard)
+
+    monkeypatch.setattr(h.executor.client, "place_order", spied)
+    now = await h.now()
+    await h.executor.enter(sig, now - 1_000)  # decided a second ago (the allotment's time)
+    await h.executor.enter(sig, now)  # again: settled, nothing more
+    events = await h.events()
+    [submitted] = [e for e in events if e.event == "submitted"]
+    assert (submitted.position_id, submitted.ts) == (sig.id, now - 1_000)
+    assert [e.event for e in events].count("filled") == 1
+    assert await h.executor.journal.settled(sig.id) == "filled"  # not re-decided
+    assert in_work[0] is True  # the resume loop keeps off it while it is sent
