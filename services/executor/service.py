@@ -403,7 +403,7 @@ class Executor:
                 log.info("Stop placed: %s %s at %g [%s]", side.upper(), intent.symbol,
                          intent.stop_price, pid)  # fmt: skip
                 return
-            failure = OrderRejected(f"stop ended {order.status}", "place_stop")
+            failure = OrderRejected(f"stop ended {order.status}")
             break
         log.error(
             "Stop for %s %s not placed (%s): closing the position at market [%s]",
@@ -557,6 +557,7 @@ class Executor:
             return
         if order.filled <= 0 or order.average is None:
             log.error("Exit of %s ended %s without a fill [%s]", intent.symbol, order.status, pid)
+            ORDERS.labels("exit", "rejected").inc()
             await self.journal.close_intent(intent, "rejected")
             return
         filled = self.event(

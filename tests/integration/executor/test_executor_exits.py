@@ -274,9 +274,11 @@ async def test_an_exit_that_ended_without_a_fill_is_closed_and_reports_no_fill(
         )  # fmt: skip
 
     monkeypatch.setattr(h.executor.client, "place_order", expired)
+    before = exit_orders("rejected")
     with caplog.at_level(logging.INFO, logger=LOGGER):
         await h.executor.handle(await exit_of(h, sig.id), "3-0")
     assert "Exit of SOL/USDT:USDT ended expired without a fill" in caplog.text
+    assert exit_orders("rejected") == before + 1
     assert await events_of(h, "filled") == []
     assert await h.executor.journal.open_intents() == []
     assert await h.executor.journal.settled(exit_client_id(sig.id)) is None  # may be retried

@@ -186,3 +186,18 @@ async def test_a_stop_found_cancelled_closes_the_position(make_executor: MakeHar
     assert (rejected.purpose, rejected.error) == ("stop", "stop ended canceled")
     assert not await still_open(h, intent.client_order_id)
     assert "SOLUSDT" not in h.sim.account.open_positions()
+
+
+async def test_a_stop_asked_for_off_the_grid_is_placed_on_it_away_from_the_position(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await long_without_stop(h)
+    raw = h.sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(ETH, "market", "sell", 1.0)
+    # As state may ask (a repair at the book's stop): SOL's tick is 0.001, ETH's 0.01.
+    await h.executor.protect("p-1", SOL, "long", 2.0, 140.0004, seq=0)
+    await h.executor.protect("p-2", ETH, "short", 1.0, 3100.001, seq=0)
+    triggers = {a.symbol: a.trigger_price for a in h.sim.account.algo_orders.values()}
+    assert triggers == {"SOLUSDT": 140.0, "ETHUSDT": 3100.01}  # down for a long, up for a short
