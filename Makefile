@@ -51,6 +51,7 @@ chaos: $(STAMP)
 # MODULE=shared.bus re-checks one module's mutants (after new tests) and reports it alone.
 mutation: $(STAMP)
 ifdef MODULE
+	$(BIN)/python -m tests.mutation.report --forget $(subst .,/,$(MODULE)).py
 	$(BIN)/mutmut run --max-children $(or $(JOBS),8) "$(MODULE).*" || true
 	$(BIN)/python -m tests.mutation.report --quiet --module $(subst .,/,$(MODULE)).py
 else

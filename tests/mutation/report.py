@@ -12,6 +12,10 @@ figures can be trusted at a glance; ``--markdown`` prints the README table.
 Usage::
 
     python -m tests.mutation.report [--min 90] [--markdown] [--quiet] [--module shared/bus.py]
+    python -m tests.mutation.report --forget shared/bus.py   # before re-checking a module
+
+mutmut re-checks only the mutants of functions whose code changed; after new tests,
+``--forget`` clears a module's results so that the next run checks every mutant again.
 """
 
 from __future__ import annotations
@@ -149,6 +153,17 @@ def table(modules: list[Module], markdown: bool) -> str:
     return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)) for r in rows)
 
 
+def forget(path: str) -> int:
+    """Clear the results of one module's mutants (the next run checks them all); return how many."""
+    meta = ROOT / "mutants" / f"{path}.meta"
+    if not meta.exists():
+        return 0
+    data = json.loads(meta.read_text())
+    data["exit_code_by_key"] = dict.fromkeys(data["exit_code_by_key"])
+    meta.write_text(json.dumps(data))
+    return len(data["exit_code_by_key"])
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--min", type=float, default=90.0, help="lowest killed %% per module")
@@ -157,7 +172,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument(
         "--module", action="append", help="only this module (a path as in only_mutate); repeatable"
     )
+    parser.add_argument("--forget", metavar="MODULE", help="clear a module's results and exit")
     args = parser.parse_args(argv)
+    if args.forget:
+        print(f"{args.forget}: {forget(args.forget)} result(s) cleared; the next run checks them")
+        return 0
 
     modules = load(args.module or configured_modules())
     known = reasons()
