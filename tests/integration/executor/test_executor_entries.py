@@ -125,11 +125,13 @@ async def test_an_entry_is_not_sent_once_this_copy_may_no_longer_act(
     assert h.sim.account.orders == {}
 
 
-def answered(intent: OrderIntent, status: str, filled: float, average: float | None) -> Order:
+def answered(
+    intent: OrderIntent, status: str, filled: float, average: float | None, ts: int | None = None
+) -> Order:
     return Order(
         id="77", client_order_id=intent.client_order_id, symbol=intent.symbol, side="buy",
         type="market", status=status, amount=intent.quantity, filled=filled, average=average,
-        stop_price=None, reduce_only=False, timestamp=None,
+        stop_price=None, reduce_only=False, timestamp=ts,
     )  # fmt: skip
 
 
@@ -288,3 +290,27 @@ async def test_an_entry_is_submitted_for_its_position_at_the_decision_time_and_m
     assert [e.event for e in events].count("filled") == 1
     assert await h.executor.journal.settled(sig.id) == "filled"  # not re-decided
     assert in_work[0] is True  # the resume loop keeps off it while it is sent
+
+
+async def test_a_filled_entry_reports_the_exchanges_fill_not_the_intent(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    intent = await written_entry(h, 1.0)
+    raw = h.sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(SOL, "market", "buy", 0.5)  # what the exchange really filled
+    before = orders("filled")
+    filled_at = await h.now() - 2_000
+    # The answer as the exchange gives it: half the size asked, at its own price and time.
+    await h.executor.finish_entry(intent, answered(intent, "closed", 0.5, 150.0, filled_at))
+    assert orders("filled") == before + 1
+    [filled] = [e for e in await h.events() if e.event == "filled"]
+    assert (filled.quantity, filled.price, filled.exchange_order_id, filled.ts) == (
+        0.5,
+        150.0,
+        "77",
+        filled_at,
+    )
+    [stop] = h.sim.account.algo_orders.values()
+    assert stop.quantity == 0.5  # the stop covers what was filled
