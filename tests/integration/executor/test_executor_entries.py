@@ -312,5 +312,6 @@ async def test_a_filled_entry_reports_the_exchanges_fill_not_the_intent(
         "77",
         filled_at,
     )
+    assert filled.fee == pytest.approx(0.5 * 150.0 * h.executor.s.fee_rate)
     [stop] = h.sim.account.algo_orders.values()
     assert stop.quantity == 0.5  # the stop covers what was filled

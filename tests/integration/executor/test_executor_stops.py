@@ -15,7 +15,7 @@ import pytest
 from services.exchange_sim import engine
 from services.executor import orders as o
 from shared import keys
-from shared.exchange_errors import OutcomeUnknown
+from shared.exchange_errors import OutcomeUnknown, SendRefused
 from shared.exchange_models import Order
 from shared.order_ids import stop_client_id
 from shared.schemas import OrderIntent
@@ -201,3 +201,25 @@ async def test_a_stop_asked_for_off_the_grid_is_placed_on_it_away_from_the_posit
     await h.executor.protect("p-2", ETH, "short", 1.0, 3100.001, seq=0)
     triggers = {a.symbol: a.trigger_price for a in h.sim.account.algo_orders.values()}
     assert triggers == {"SOLUSDT": 140.0, "ETHUSDT": 3100.01}  # down for a long, up for a short
+
+
+async def test_a_stop_is_not_sent_once_this_copy_may_no_longer_act(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await long_without_stop(h)
+    h.executor.ctx.stop.set()  # stopping, as when the lease is lost
+    with pytest.raises(SendRefused):
+        await h.executor.protect("p-1", SOL, "long", 2.0, 140.0, seq=0)
+    assert h.sim.account.algo_orders == {}
+
+
+async def test_a_stop_on_a_symbol_listed_after_the_start_is_placed_as_asked(
+    make_executor: MakeHarness,
+) -> None:
+    h: Harness = await make_executor()
+    await long_without_stop(h)
+    del h.executor.markets[SOL]  # not in the market list this executor loaded
+    await h.executor.protect("p-1", SOL, "long", 2.0, 140.0, seq=0)
+    [stop] = h.sim.account.algo_orders.values()
+    assert (stop.trigger_price, stop.status) == (140.0, "NEW")
