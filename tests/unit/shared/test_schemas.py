@@ -137,6 +137,19 @@ def test_order_event_v1_still_decodes() -> None:
     assert OrderEvent.model_validate(msg.model_dump() | {"v": 2}).v == 2
 
 
+def test_order_intent_v1_still_decodes_with_no_stops_to_cancel() -> None:
+    v1 = (
+        b'{"v":1,"kind":"intent","client_order_id":"c","signal_id":"s","symbol":"BTC/USDT",'
+        b'"side":"sell","purpose":"exit","type":"market","quantity":1.0,"reduce_only":true,'
+        b'"ts":1}'
+    )  # as an executor before v2 wrote it
+    msg = decode(v1, OrderIntent)
+    assert (msg.v, msg.cancels) == (1, [])
+    assert decode(
+        encode(msg.model_copy(update={"v": 2, "cancels": ["s1"]})), OrderIntent
+    ).cancels == ["s1"]
+
+
 def test_stop_command_id_must_be_deterministic() -> None:
     good = StopCommand(
         id=stop_command_id("p", 1), position_id="p", symbol="BTC/USDT", side="long",
