@@ -41,6 +41,19 @@ async def still_open(h: Harness, cid: str) -> bool:
     return bool(await h.redis.sismember(keys.OPEN_INTENTS, cid))
 
 
+async def stop_written_and_sent(h: Harness, trigger: float) -> OrderIntent:
+    """A SOL long whose stop a crashed executor wrote and sent (it never saw the answer)."""
+    await long_without_stop(h)
+    intent = o.stop_intent("p-1", SOL, "long", 2.0, trigger, 0, await h.now())
+    await h.executor.journal.open_intent(intent)
+    raw = h.sim.make_ccxt()
+    await raw.load_markets()
+    await raw.create_order(SOL, "market", "sell", 2.0, None, {
+        "triggerPrice": trigger, "reduceOnly": True, "clientOrderId": intent.client_order_id,
+    })  # fmt: skip
+    return intent
+
+
 def spy_on_sends(
     h: Harness, monkeypatch: pytest.MonkeyPatch, lose_stop_answers: bool = False
 ) -> list[bool]:
@@ -154,14 +167,7 @@ async def test_a_stop_whose_answer_was_lost_is_left_to_the_resume_loop(
 
 async def test_a_stop_found_triggered_counts_as_placed(make_executor: MakeHarness) -> None:
     h: Harness = await make_executor()
-    await long_without_stop(h)
-    intent = o.stop_intent("p-1", SOL, "long", 2.0, 147.0, 0, await h.now())
-    await h.executor.journal.open_intent(intent)
-    raw = h.sim.make_ccxt()
-    await raw.load_markets()
-    await raw.create_order(SOL, "market", "sell", 2.0, None, {
-        "triggerPrice": 147.0, "reduceOnly": True, "clientOrderId": intent.client_order_id,
-    })  # fmt: skip
+    intent = await stop_written_and_sent(h, 147.0)
     h.sim.set_path("SOLUSDT", [146.0])
     h.sim.step(1)  # the crashed executor's stop was sent, then it fired
     await h.executor.resume()
@@ -171,14 +177,7 @@ async def test_a_stop_found_triggered_counts_as_placed(make_executor: MakeHarnes
 
 async def test_a_stop_found_cancelled_closes_the_position(make_executor: MakeHarness) -> None:
     h: Harness = await make_executor()
-    await long_without_stop(h)
-    intent = o.stop_intent("p-1", SOL, "long", 2.0, 140.0, 0, await h.now())
-    await h.executor.journal.open_intent(intent)
-    raw = h.sim.make_ccxt()
-    await raw.load_markets()
-    await raw.create_order(SOL, "market", "sell", 2.0, None, {
-        "triggerPrice": 140.0, "reduceOnly": True, "clientOrderId": intent.client_order_id,
-    })  # fmt: skip
+    intent = await stop_written_and_sent(h, 140.0)
     [stop] = h.sim.account.algo_orders.values()
     engine.cancel_algo(h.sim.account, stop, 0)
     await h.executor.resume()  # sent, then cancelled by hand: the position has no stop

@@ -31,15 +31,9 @@ from tests.integration.market_data.conftest import (
     stream_ticks,
     window,
 )
+from tests.integration.market_data.test_garbage import LOGGER, TICKERS, bad_data
 
-LOGGER = "services.market_data.service"
 EXCHANGE_INFO = "/fapi/v1/exchangeInfo"
-TICKERS = "/fapi/v1/ticker/24hr"
-
-
-def bad_data(call: str, kind: str) -> float:
-    """Return tradebot_md_bad_data_total for a call and kind."""
-    return sample("tradebot_md_bad_data_total", call=call, kind=kind)
 
 
 def set_garbage(sim: SimHandle, kind: str | None, path: str = "") -> None:
