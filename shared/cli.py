@@ -2,19 +2,42 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from shared.clikit import new_app, run, tradebot_version
 from shared.config import ConfigError, exit_bad_config, load_settings
 
-app = typer.Typer(
+app = new_app(
     help="tradebot: a crypto futures trading bot that stays correct under failure.",
     no_args_is_help=True,
-    add_completion=False,
-    pretty_exceptions_enable=False,
 )
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"tradebot {tradebot_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version",
+            "-V",
+            is_eager=True,
+            callback=_print_version,
+            help="Print the version and exit.",
+        ),
+    ] = False,
+) -> None:
+    """tradebot: a crypto futures trading bot that stays correct under failure."""
+
 
 ConfigOption = Annotated[
     Path | None,
@@ -24,15 +47,16 @@ ConfigOption = Annotated[
 
 @app.command()
 def config(config_file: ConfigOption = None) -> None:
-    """Print the effective settings, secrets masked; exit 2 if any setting is invalid."""
+    """Print every setting, where it came from, secrets masked; exit 2 if one is invalid."""
     try:
         settings = load_settings(config_file)
     except ConfigError as e:
         exit_bad_config(e)
     values = settings.masked()
-    width = max(len(k) for k in values)
-    for name, text in values.items():
-        typer.echo(f"{name.ljust(width)}  {text}")
+    name_w = max(len(k) for k in values)
+    text_w = min(40, max(len(v) for v in values.values()))
+    for field, (name, text) in zip(type(settings).model_fields, values.items(), strict=True):
+        typer.echo(f"{name.ljust(name_w)}  {text.ljust(text_w)}  ({settings.source(field)})")
 
 
 @app.command()
@@ -69,5 +93,10 @@ def _register_subcommands() -> None:
 _register_subcommands()
 
 
+def main() -> None:
+    """The ``tradebot`` console script."""
+    sys.exit(run(app, "tradebot"))
+
+
 if __name__ == "__main__":
-    app()
+    main()

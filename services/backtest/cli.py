@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import sys
 import time
 from collections.abc import Iterator
@@ -14,13 +15,27 @@ import typer
 
 from services.backtest.engine import BacktestConfig, Progress, run_backtest
 from services.backtest.report import iso_utc, write_report
-from shared.candles import DataError, find_gaps, load_candles
+from shared.candles import MIN_PLAUSIBLE_MS, DataError, find_gaps, load_candles
+from shared.clikit import os_error_text
 from shared.config import ConfigError, exit_bad_config, load_settings
 from shared.synthetic import generate_candles
 
 EXIT_BAD_INPUT = 2
 PROGRESS_MIN_CANDLES = 2_000_000
 MAX_GAP_LINES = 5
+MAX_PLAUSIBLE_MS = 100_000_000_000_000  # year 5138: a larger number is µs or ns, not ms
+
+
+def prepare_out(out: Path) -> None:
+    """Create the output folder before any work, or exit 2 naming why it cannot be."""
+    if out.exists() and not out.is_dir():
+        fail(f"--out {out} is a file; give a folder for the report")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        fail(f"--out {out}: cannot create the folder ({os_error_text(e)})")
+    if not os.access(out, os.W_OK):
+        fail(f"--out {out}: the folder is not writable")
 
 
 def fail(message: str) -> NoReturn:
@@ -34,10 +49,18 @@ def parse_time(text: str | None, option: str) -> int | None:
     if text is None:
         return None
     if text.strip().lstrip("-").isdigit():
-        return int(text)
+        ms = int(text)
+        if abs(ms) < MIN_PLAUSIBLE_MS:
+            fail(
+                f"{option} {text} is before 1973 as milliseconds: if it is seconds, give "
+                f"{ms * 1000} (ms) or an ISO date"
+            )
+        if abs(ms) >= MAX_PLAUSIBLE_MS:
+            fail(f"{option} {text} is after 5138 as milliseconds: give ms or an ISO date")
+        return ms
     try:
         ts = pd.Timestamp(text)
-    except ValueError:
+    except (ValueError, OverflowError):
         fail(f"{option} {text!r} is neither ms since epoch nor ISO 8601")
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.value // 1_000_000)
@@ -70,7 +93,11 @@ def register(app: typer.Typer) -> None:
         ] = None,
         synthetic: Annotated[
             tuple[int, float, int] | None,
-            typer.Option("--synthetic", help="SYMBOLS DAYS SEED: generated market data."),
+            typer.Option(
+                "--synthetic",
+                metavar="SYMBOLS DAYS SEED",
+                help="Generated market data: how many symbols, days, and the random seed.",
+            ),
         ] = None,
         equity: Annotated[float, typer.Option("--equity", help="Start equity.")] = 10_000.0,
         from_: Annotated[
@@ -127,6 +154,7 @@ def register(app: typer.Typer) -> None:
             )
         if len(gaps) > MAX_GAP_LINES:
             typer.echo(f"warning: {len(gaps) - MAX_GAP_LINES} more gap(s)", err=True)
+        prepare_out(out)
         cfg = BacktestConfig.from_settings(settings, equity, from_ms, to_ms)
         total = sum(len(f) for f in frames.values())
         started = time.perf_counter()

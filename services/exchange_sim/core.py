@@ -64,7 +64,7 @@ class Simulator:
                     if s in specs:
                         specs[s] = SymbolSpec(**spec)
             except (ValueError, KeyError, TypeError) as e:
-                raise ValueError(f"{state_file} is not a simulator state file: {e!r}") from e
+                raise ValueError(f"not a simulator state file ({type(e).__name__}: {e})") from e
         return cls(feed, account, specs, state_file=state_file, **kwargs)
 
     def now_ms(self) -> int:

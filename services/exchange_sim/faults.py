@@ -44,7 +44,9 @@ def checked_rates(rates: Mapping[str, Any], known: Sequence[str], what: str) -> 
         raise FaultConfigError(f"{what} must be an object of kind: rate")
     unknown = set(rates) - set(known)
     if unknown:
-        raise FaultConfigError(f"unknown {what} kinds {sorted(unknown)}; known: {tuple(known)}")
+        raise FaultConfigError(
+            f"unknown {what} kind(s) {', '.join(sorted(unknown))}; known: {', '.join(known)}"
+        )
     for kind, rate in rates.items():
         number = isinstance(rate, int | float) and not isinstance(rate, bool)
         if not number or not math.isfinite(rate) or rate < 0:

@@ -8,11 +8,13 @@ from typing import Annotated, Any
 import orjson
 import redis.asyncio as aioredis
 import typer
+from redis.exceptions import ResponseError
 from rich.console import Console
 from rich.markup import escape
 
 from shared import book, keys
 from shared.book import BookPosition
+from shared.clikit import new_app
 from shared.config import ConfigError, Settings, exit_bad_config, load_settings
 from shared.ops import control, dlq, status, status_view
 from shared.ops.connect import run_with_redis
@@ -139,7 +141,9 @@ def flatten_cmd(
     raise typer.Exit(1)
 
 
-dlq_app = typer.Typer(help="Dead letters: messages that failed MAX_DELIVERIES times.")
+dlq_app = new_app(
+    help="Dead letters: messages that failed TB_MAX_DELIVERIES times.", no_args_is_help=True
+)
 
 
 @dlq_app.command("list")
@@ -204,6 +208,60 @@ def dlq_replay(
         raise typer.Exit(1)
 
 
+def _shown(reply: Any, indent: int = 0) -> list[str]:
+    """Return a Redis reply as lines, the way redis-cli prints one (nested lists numbered)."""
+    pad = " " * indent
+    if isinstance(reply, bytes):
+        return [pad + reply.decode("utf-8", "backslashreplace")]
+    if isinstance(reply, list | tuple):
+        if not reply:
+            return [pad + "(empty list)"]
+        lines: list[str] = []
+        for i, item in enumerate(reply, 1):
+            inner = _shown(item, indent + 3)
+            lines.append(f"{pad}{i}) {inner[0].strip()}")
+            lines.extend(inner[1:])
+        return lines
+    if isinstance(reply, dict):
+        return _shown([x for pair in reply.items() for x in pair], indent)
+    return [pad + ("(nil)" if reply is None else str(reply))]
+
+
+def redis_cmd(
+    command: Annotated[
+        list[str], typer.Argument(metavar="COMMAND [ARG...]", help="e.g. XLEN tb:dlq")
+    ],
+    write: Annotated[
+        bool, typer.Option("--write", help="Allow a command that changes data.")
+    ] = False,
+    config_file: ConfigOption = None,
+) -> None:
+    """Run one Redis command on the bot's Redis (no redis-cli needed); read-only unless --write."""
+    settings = _settings(config_file)
+
+    async def work(client: aioredis.Redis) -> tuple[str | None, Any]:
+        # The raw reply: redis-py's parser of COMMAND fails on an unknown command's [None].
+        client.response_callbacks.pop("COMMAND", None)
+        run = client.execute_command  # untyped in redis-py
+        info = await run("COMMAND", "INFO", command[0])  # type: ignore[no-untyped-call]
+        if not info or info[0] is None:
+            return f"unknown Redis command {command[0]!r}", None
+        flags = {f.decode() if isinstance(f, bytes) else str(f) for f in info[0][2]}
+        if "write" in flags and not write:
+            return f"{command[0].upper()} changes data: add --write to run it", None
+        return None, await run(*command)  # type: ignore[no-untyped-call]
+
+    try:
+        refused, reply = run_with_redis(settings, work)
+    except ResponseError as e:
+        typer.echo(f"tradebot redis: Redis refused it: {e}", err=True)
+        raise typer.Exit(1) from None
+    if refused is not None:
+        typer.echo(f"tradebot redis: {refused}", err=True)
+        raise typer.Exit(2)
+    typer.echo("\n".join(_shown(reply)))
+
+
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the tradebot CLI."""
     app.command("status")(status_cmd)
@@ -211,3 +269,4 @@ def register(app: typer.Typer) -> None:
     app.command("resume")(resume_cmd)
     app.command("flatten")(flatten_cmd)
     app.add_typer(dlq_app, name="dlq")
+    app.command("redis")(redis_cmd)
