@@ -9,9 +9,9 @@ import tomllib
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, NoReturn, get_args
-from urllib.parse import urlsplit
+from urllib.parse import urlsplit, urlunsplit
 
-from pydantic import Field, SecretStr, ValidationError, model_validator
+from pydantic import Field, PrivateAttr, SecretStr, ValidationError, model_validator
 from pydantic.fields import FieldInfo
 from pydantic_settings import (
     BaseSettings,
@@ -25,6 +25,9 @@ EXIT_BAD_CONFIG = 2
 
 # The --config file of the current load_settings() call; falls back to $TB_CONFIG.
 _config_file: ContextVar[Path | None] = ContextVar("tb_config_file", default=None)
+# Where each setting of the current load_settings() call came from, for error messages:
+# field -> "TB_API_KEY_FILE" or "settings.toml: LEVERAGE" (absent: its TB_* variable).
+_origins: ContextVar[dict[str, str] | None] = ContextVar("tb_origins", default=None)
 
 # Binance kline intervals of a fixed length (1M is not), by their exchange names.
 TIMEFRAME_MS: dict[str, int] = {
@@ -95,30 +98,150 @@ def parse_sentinels(value: str) -> list[tuple[str, int]]:
     return out
 
 
+# Settings that are secrets: never read from the TOML file (it is the file people share and
+# commit), only from the environment or from a file named by TB_<NAME>_FILE (Docker secrets).
+SECRET_FIELDS = ("api_key", "api_secret", "redis_password")
+FILE_SUFFIX = "_FILE"
+
+
+def secret_file_env(field: str) -> str:
+    """Return the variable naming a file that holds a secret (``TB_API_KEY_FILE``)."""
+    return env_name(field) + FILE_SUFFIX
+
+
+def setting_name(field: str) -> str:
+    """Return a setting as the user set it: ``TB_LEVERAGE``, ``TB_API_KEY_FILE`` or, for a
+    value from the TOML file, ``path: LEVERAGE`` (so every error points at the right place)."""
+    return (_origins.get() or {}).get(field, env_name(field))
+
+
+def _also(field: str) -> str:
+    """Return a second setting named in a message, without the file path the first one has."""
+    return setting_name(field).rsplit(": ", 1)[-1]
+
+
+def _env_has(var: str) -> bool:
+    return any(k.upper() == var for k in os.environ)
+
+
+def _env_get(var: str) -> str | None:
+    return next((v for k, v in os.environ.items() if k.upper() == var), None)
+
+
+def mask_url(url: str) -> str:
+    """Return the URL with its password (if any) replaced by asterisks, for printing."""
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:
+        return "(unparsable Redis URL)"
+    if not password:
+        return url
+    user = parts.username or ""
+    host = parts.hostname or ""
+    port = f":{parts.port}" if parts.port else ""
+    return urlunsplit(parts._replace(netloc=f"{user}:**********@{host}{port}"))
+
+
+def _url_password(url: str) -> str | None:
+    try:
+        return urlsplit(url).password
+    except ValueError:
+        return None
+
+
 class TomlFileSource(PydanticBaseSettingsSource):
-    """Read settings from the TOML file named by TB_CONFIG; keys may be upper or lower case."""
+    """Read settings from the TOML file given by --config or TB_CONFIG; keys in any case.
+
+    Secrets are refused here: they come from the environment (see SecretFileSource).
+    """
 
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
         self._data: dict[str, Any] = {}
         given = _config_file.get()
-        raw = str(given) if given is not None else os.environ.get(CONFIG_ENV)
+        raw = str(given) if given is not None else _env_get(CONFIG_ENV)
         if not raw:
             return
+        named = f"--config {raw}" if given is not None else f"{CONFIG_ENV}={raw}"
         path = Path(raw)
         try:
             with path.open("rb") as fh:
                 loaded = tomllib.load(fh)
-        except FileNotFoundError as e:
-            raise ConfigError(f"{CONFIG_ENV}={raw}: config file not found") from e
+        except FileNotFoundError:
+            raise ConfigError(f"{named}: config file not found") from None
+        except IsADirectoryError:
+            raise ConfigError(f"{named}: is a folder, not a TOML file") from None
+        except OSError as e:
+            raise ConfigError(f"{named}: cannot read it ({e.strerror or e})") from None
+        except UnicodeDecodeError:
+            raise ConfigError(f"{named}: not a text file (not UTF-8)") from None
         except tomllib.TOMLDecodeError as e:
-            raise ConfigError(f"{CONFIG_ENV}={raw}: not valid TOML ({e})") from e
+            raise ConfigError(f"{named}: not valid TOML ({e})") from None
         fields = settings_cls.model_fields
+        origins = _origins.get()
+        origins = {} if origins is None else origins
         for key, value in loaded.items():
             name = key.lower().removeprefix(ENV_PREFIX.lower())
             if name not in fields:
-                raise ConfigError(f"{raw}: unknown setting {key!r}")
+                known = [f.upper() for f in fields]
+                close = difflib.get_close_matches(name.upper(), known, n=1)
+                hint = f" (did you mean {close[0]}?)" if close else ""
+                raise ConfigError(f"{raw}: unknown setting {key!r}{hint}")
+            if name in SECRET_FIELDS or (
+                name == "redis_url" and isinstance(value, str) and _url_password(value)
+            ):
+                what = "a password" if name == "redis_url" else "a secret"
+                where = "redis_password" if name == "redis_url" else name
+                raise ConfigError(
+                    f"{raw}: {key} holds {what}; secrets are read from the environment only: "
+                    f"set {env_name(where)} or {secret_file_env(where)} (a file holding it)"
+                )
             self._data[name] = value
+            if not _env_has(env_name(name)):
+                origins[name] = f"{raw}: {key}"
+
+    def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
+        return self._data.get(field_name), field_name, False
+
+    def __call__(self) -> dict[str, Any]:
+        return dict(self._data)
+
+
+class SecretFileSource(PydanticBaseSettingsSource):
+    """Read a secret from the file named by TB_<NAME>_FILE (a Docker or Kubernetes secret).
+
+    One trailing newline is dropped (``echo key > file`` writes one). TB_API_KEY and
+    TB_API_KEY_FILE with different values are refused: which one wins would be a guess.
+    """
+
+    def __init__(self, settings_cls: type[BaseSettings]) -> None:
+        super().__init__(settings_cls)
+        self._data: dict[str, str] = {}
+        origins = _origins.get()
+        origins = {} if origins is None else origins
+        for name in SECRET_FIELDS:
+            var = secret_file_env(name)
+            raw = _env_get(var)
+            if raw is None:
+                continue
+            try:
+                text = Path(raw).read_text(encoding="utf-8")
+            except FileNotFoundError:
+                raise ConfigError(f"{var}={raw}: file not found") from None
+            except IsADirectoryError:
+                raise ConfigError(f"{var}={raw}: is a folder, not a file") from None
+            except OSError as e:
+                raise ConfigError(f"{var}={raw}: cannot read it ({e.strerror or e})") from None
+            except UnicodeDecodeError:
+                raise ConfigError(f"{var}={raw}: not a text file (not UTF-8)") from None
+            value = text.removesuffix("\n").removesuffix("\r")
+            if not value.strip():
+                raise ConfigError(f"{var}={raw}: the file is empty")
+            if _env_get(env_name(name)) not in (None, value):  # the same value twice is fine
+                raise ConfigError(f"{env_name(name)} and {var} are both set: keep one")
+            self._data[name] = value
+            origins[name] = var
 
     def get_field_value(self, field: FieldInfo, field_name: str) -> tuple[Any, str, bool]:
         return self._data.get(field_name), field_name, False
@@ -138,6 +261,9 @@ class Settings(BaseSettings):
         validate_default=True,
         allow_inf_nan=False,  # TB_SCAN_INTERVAL=inf or nan would pass every "> 0" rule
     )
+
+    # Where each setting came from (filled by load_settings), for `tradebot config`.
+    _sources: dict[str, str] = PrivateAttr(default_factory=dict)
 
     # --- strategy (docs/strategy.md, same names and defaults) ---
     leverage: int = Field(3, description="futures leverage set on every traded symbol")
@@ -217,35 +343,42 @@ class Settings(BaseSettings):
         dotenv_settings: PydanticBaseSettingsSource,
         file_secret_settings: PydanticBaseSettingsSource,
     ) -> tuple[PydanticBaseSettingsSource, ...]:
-        return (init_settings, env_settings, TomlFileSource(settings_cls))
+        return (
+            init_settings,
+            env_settings,
+            SecretFileSource(settings_cls),
+            TomlFileSource(settings_cls),
+        )
 
     @model_validator(mode="after")
     def _check_rules(self) -> Settings:
         for name in OPEN_FRACTIONS:
             v = getattr(self, name)
             if not 0 < v < 1:
-                raise ValueError(f"{env_name(name)}={v} must be a fraction in (0, 1)")
+                raise ValueError(f"{setting_name(name)}={v} must be a fraction in (0, 1)")
         for name in HALF_OPEN_FRACTIONS:
             v = getattr(self, name)
             if not 0 <= v < 1:
-                raise ValueError(f"{env_name(name)}={v} must be a fraction in [0, 1)")
+                raise ValueError(f"{setting_name(name)}={v} must be a fraction in [0, 1)")
         if self.trail_stop >= self.trail_activate:
             raise ValueError(
-                f"{env_name('trail_stop')}={self.trail_stop} must be smaller than "
-                f"TRAIL_ACTIVATE={self.trail_activate}"
+                f"{setting_name('trail_stop')}={self.trail_stop} must be smaller than "
+                f"{_also('trail_activate')}={self.trail_activate}"
             )
         if self.surge_trail_stop > self.trail_stop:
             raise ValueError(
-                f"{env_name('surge_trail_stop')}={self.surge_trail_stop} must be at most "
-                f"TRAIL_STOP={self.trail_stop}"
+                f"{setting_name('surge_trail_stop')}={self.surge_trail_stop} must be at most "
+                f"{_also('trail_stop')}={self.trail_stop}"
             )
         if self.surge_threshold < self.trail_activate:
             raise ValueError(
-                f"{env_name('surge_threshold')}={self.surge_threshold} must be at least "
-                f"TRAIL_ACTIVATE={self.trail_activate}"
+                f"{setting_name('surge_threshold')}={self.surge_threshold} must be at least "
+                f"{_also('trail_activate')}={self.trail_activate}"
             )
         if not 1 <= self.leverage <= 125:
-            raise ValueError(f"{env_name('leverage')}={self.leverage} must be between 1 and 125")
+            raise ValueError(
+                f"{setting_name('leverage')}={self.leverage} must be between 1 and 125"
+            )
         for name in (
             "max_positions",
             "top_n",
@@ -258,41 +391,44 @@ class Settings(BaseSettings):
             "recv_window_ms",
         ):
             if getattr(self, name) < 1:
-                raise ValueError(f"{env_name(name)}={getattr(self, name)} must be at least 1")
+                raise ValueError(f"{setting_name(name)}={getattr(self, name)} must be at least 1")
         if self.chop_period < 2:
-            raise ValueError(f"{env_name('chop_period')}={self.chop_period} must be at least 2")
+            raise ValueError(f"{setting_name('chop_period')}={self.chop_period} must be at least 2")
         if self.candle_limit < max(self.vr_window, self.chop_period) + 1:
             raise ValueError(
-                f"{env_name('candle_limit')}={self.candle_limit} must exceed VR_WINDOW and "
-                f"CHOP_PERIOD (needs at least {max(self.vr_window, self.chop_period) + 1})"
+                f"{setting_name('candle_limit')}={self.candle_limit} must exceed "
+                f"{_also('vr_window')} and {_also('chop_period')} "
+                f"(needs at least {max(self.vr_window, self.chop_period) + 1})"
             )
         if not 0 < self.chop_threshold <= 100:
             raise ValueError(
-                f"{env_name('chop_threshold')}={self.chop_threshold} must be in (0, 100]"
+                f"{setting_name('chop_threshold')}={self.chop_threshold} must be in (0, 100]"
             )
         if self.long_vr <= 0 or self.short_vr <= 0:
             bad = "long_vr" if self.long_vr <= 0 else "short_vr"
-            raise ValueError(f"{env_name(bad)}={getattr(self, bad)} must be positive")
+            raise ValueError(f"{setting_name(bad)}={getattr(self, bad)} must be positive")
         if self.timeframe not in TIMEFRAME_MS:
             raise ValueError(
-                f"{env_name('timeframe')}={self.timeframe} must be one of {', '.join(TIMEFRAME_MS)}"
+                f"{setting_name('timeframe')}={self.timeframe} must be one of "
+                f"{', '.join(TIMEFRAME_MS)}"
             )
         for name in ("scan_interval", "coin_rotate_hours", "reconcile_interval"):
             if getattr(self, name) <= 0:
-                raise ValueError(f"{env_name(name)}={getattr(self, name)} must be positive")
+                raise ValueError(f"{setting_name(name)}={getattr(self, name)} must be positive")
         if self.signal_max_age_ms < 0:
             raise ValueError(
-                f"{env_name('signal_max_age_ms')}={self.signal_max_age_ms} must be 0 or more"
+                f"{setting_name('signal_max_age_ms')}={self.signal_max_age_ms} must be 0 or more"
             )
         for name in ("embedded_redis_port", "sim_port", "metrics_port"):
             low = 0 if name == "metrics_port" else 1  # metrics 0 = off
             if not low <= getattr(self, name) <= 65535:
                 raise ValueError(
-                    f"{env_name(name)}={getattr(self, name)} must be a port in {low}..65535"
+                    f"{setting_name(name)}={getattr(self, name)} must be a port in {low}..65535"
                 )
         if self.exchange != "sim" and not _is_ccxt_id(self.exchange):
             raise ValueError(
-                f"{env_name('exchange')}={self.exchange!r} is neither 'sim' nor a ccxt exchange "
+                f"{setting_name('exchange')}={self.exchange!r} is neither 'sim' nor a ccxt "
+                "exchange "
                 "id (e.g. binanceusdm)"
             )
         has_keys = all(
@@ -300,27 +436,29 @@ class Settings(BaseSettings):
         )
         if self.exchange != "sim" and not has_keys:
             raise ValueError(
-                f"{env_name('exchange')}={self.exchange} needs TB_API_KEY and TB_API_SECRET "
-                "in the environment"
+                f"{setting_name('exchange')}={self.exchange} needs TB_API_KEY and TB_API_SECRET "
+                "in the environment (or TB_API_KEY_FILE and TB_API_SECRET_FILE naming files)"
             )
         if self.live and self.exchange == "sim":
             raise ValueError(
-                f"{env_name('live')}=true needs a real exchange: set TB_EXCHANGE (e.g. binanceusdm)"
+                f"{setting_name('live')}=true needs a real exchange: set TB_EXCHANGE "
+                "(e.g. binanceusdm)"
             )
         if self.live and self.testnet:
             raise ValueError(
-                f"{env_name('live')}=true and TB_TESTNET=true contradict each other: pick one"
+                f"{setting_name('live')}=true and TB_TESTNET=true contradict each other: pick one"
             )
         self._check_redis()
         external = self.redis_url is not None or bool(self.redis_sentinels)
         if self.live and external and not self._redis_has_password():
             raise ValueError(
-                f"{env_name('live')}=true needs a Redis password: set TB_REDIS_PASSWORD (or put "
+                f"{setting_name('live')}=true needs a Redis password: set TB_REDIS_PASSWORD "
+                "(or put "
                 "one in TB_REDIS_URL); a Redis without one lets anyone on its network trade"
             )
         if self.exchange != "sim" and not (self.live or self.testnet):
             raise ValueError(
-                f"{env_name('exchange')}={self.exchange} trades real money: set TB_LIVE=true "
+                f"{setting_name('exchange')}={self.exchange} trades real money: set TB_LIVE=true "
                 "to confirm, or TB_TESTNET=true for the exchange's demo"
             )
         return self
@@ -328,39 +466,61 @@ class Settings(BaseSettings):
     def _check_redis(self) -> None:
         """The Redis rules: URL scheme, Sentinel addresses, master name, replica confirmations."""
         if self.redis_url is not None:
-            scheme = self.redis_url.get_secret_value().split("://", 1)[0].lower()
-            if scheme not in ("redis", "rediss", "unix"):
-                raise ValueError(
-                    f"{env_name('redis_url')} must start with redis://, rediss:// or unix:// "
-                    "(e.g. redis://127.0.0.1:6379/0)"
-                )
+            self._check_redis_url(self.redis_url.get_secret_value())
         if self.redis_sentinels:
             parse_sentinels(self.redis_sentinels)  # raises ValueError naming the bad entry
             if self.redis_url is not None:
                 raise ValueError(
-                    f"{env_name('redis_sentinels')}={self.redis_sentinels} and TB_REDIS_URL are "
+                    f"{setting_name('redis_sentinels')}={self.redis_sentinels} and "
+                    "TB_REDIS_URL are "
                     "both set: the Sentinels find the primary, so unset TB_REDIS_URL"
                 )
         master = self.redis_sentinel_master
         if not master or any(c.isspace() for c in master):
             raise ValueError(
-                f"{env_name('redis_sentinel_master')}={master!r} must be a name without spaces"
+                f"{setting_name('redis_sentinel_master')}={master!r} must be a name without spaces"
             )
         if self.redis_min_replicas_ack < 0:
             raise ValueError(
-                f"{env_name('redis_min_replicas_ack')}={self.redis_min_replicas_ack} must be "
+                f"{setting_name('redis_min_replicas_ack')}={self.redis_min_replicas_ack} must be "
                 "0 (off) or more"
             )
         if self.redis_ack_timeout_ms < 1:
             raise ValueError(
-                f"{env_name('redis_ack_timeout_ms')}={self.redis_ack_timeout_ms} must be at least 1"
+                f"{setting_name('redis_ack_timeout_ms')}={self.redis_ack_timeout_ms} "
+                "must be at least 1"
             )
         # A lease renewal (every third of the TTL) waits for its confirmation too.
         if self.redis_min_replicas_ack and self.redis_ack_timeout_ms * 3 >= self.lease_ttl_ms:
             raise ValueError(
-                f"{env_name('redis_ack_timeout_ms')}={self.redis_ack_timeout_ms} must be below "
-                f"a third of LEASE_TTL_MS={self.lease_ttl_ms}"
+                f"{setting_name('redis_ack_timeout_ms')}={self.redis_ack_timeout_ms} must be below "
+                f"a third of {_also('lease_ttl_ms')}={self.lease_ttl_ms}"
             )
+
+    @staticmethod
+    def _check_redis_url(url: str) -> None:
+        """Refuse a URL redis-py could not connect with; the message never shows the URL."""
+        name = setting_name("redis_url")
+        scheme = url.split("://", 1)[0].lower()
+        if "://" not in url or scheme not in ("redis", "rediss", "unix"):
+            raise ValueError(
+                f"{name} must start with redis://, rediss:// or unix:// "
+                "(e.g. redis://127.0.0.1:6379/0)"
+            )
+        try:
+            parts = urlsplit(url)
+            parts.port  # noqa: B018  (parsing the port is the check)
+        except ValueError:
+            raise ValueError(f"{name} has a port that is not a number in 0..65535") from None
+        if scheme == "unix":
+            if not parts.path:
+                raise ValueError(f"{name} names no socket path (e.g. unix:///run/redis.sock)")
+            return
+        if not parts.hostname:
+            raise ValueError(f"{name} names no host (e.g. redis://127.0.0.1:6379/0)")
+        db = parts.path.lstrip("/")
+        if db and not db.isdigit():
+            raise ValueError(f"{name} database {db!r} must be a number (e.g. /0)")
 
     @property
     def sentinel_addresses(self) -> list[tuple[str, int]]:
@@ -411,18 +571,25 @@ class Settings(BaseSettings):
         return found
 
     def masked(self) -> dict[str, str]:
-        """Return every setting as display text, upper-case names, secrets masked."""
+        """Return every setting as display text by its variable name, secrets masked (a Redis
+        URL shows everything but its password)."""
         out: dict[str, str] = {}
         for name in type(self).model_fields:
             value = getattr(self, name)
-            if isinstance(value, SecretStr):
+            if name == "redis_url" and value is not None:
+                text = mask_url(value.get_secret_value())
+            elif isinstance(value, SecretStr):
                 text = "**********" if value.get_secret_value() else ""
             elif value is None:
                 text = ""
             else:
                 text = str(value)
-            out[name.upper()] = text
+            out[env_name(name)] = text
         return out
+
+    def source(self, field: str) -> str:
+        """Return where a setting came from: "env", "TB_API_KEY_FILE", the TOML file, "default"."""
+        return self._sources.get(field, "default")
 
 
 def _describe(err: ValidationError) -> str:
@@ -435,13 +602,14 @@ def _describe(err: ValidationError) -> str:
         info = Settings.model_fields.get(field)
         secret = info is not None and SecretStr in (info.annotation, *get_args(info.annotation))
         shown = "**********" if secret else repr(first.get("input"))
-        return f"{env_name(field)}={shown}: {msg}"
+        return f"{setting_name(field)}={shown}: {msg}"
     return msg.removeprefix("Value error, ")
 
 
 def _check_env_names() -> None:
     """Refuse a TB_* variable that names no setting: a typo would silently keep the default."""
     known = {env_name(f) for f in Settings.model_fields} | {CONFIG_ENV}
+    known |= {secret_file_env(f) for f in SECRET_FIELDS}
     for var in sorted(os.environ):
         name = var.upper()
         if name.startswith(ENV_PREFIX) and name not in known:
@@ -454,12 +622,23 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
     """Build the settings from overrides, TB_* env and the TOML file; raise ConfigError if bad."""
     _check_env_names()
     token = _config_file.set(config_file)
+    seen: dict[str, str] = {}
+    origins = _origins.set(seen)
     try:
-        return Settings(**overrides)
+        settings = Settings(**overrides)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
     finally:
+        _origins.reset(origins)
         _config_file.reset(token)
+    for field in Settings.model_fields:
+        if field in overrides:
+            settings._sources[field] = "argument"
+        elif _env_has(env_name(field)):
+            settings._sources[field] = "env"
+        elif field in seen:
+            settings._sources[field] = seen[field].rsplit(": ", 1)[0]  # the file's path
+    return settings
 
 
 def exit_bad_config(err: ConfigError) -> NoReturn:

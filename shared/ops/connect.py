@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
-from urllib.parse import urlsplit, urlunsplit
+from urllib.parse import urlsplit
 
 import redis.asyncio as aioredis
 import typer
@@ -15,7 +15,7 @@ from redis.exceptions import AuthenticationError, NoPermissionError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from shared.config import Settings
+from shared.config import Settings, mask_url
 from shared.log import error_text
 from shared.redisconn import redis_from_sentinels, redis_password, redis_url
 from shared.schemas import SchemaError
@@ -26,21 +26,6 @@ T = TypeVar("T")
 # (the services' client retries for seconds; a person at a prompt wants the answer now).
 CONNECT_TIMEOUT_S = 3.0
 SOCKET_TIMEOUT_S = 10.0
-
-
-def mask_url(url: str) -> str:
-    """Return the URL with its password (if any) replaced by asterisks, for printing."""
-    try:
-        parts = urlsplit(url)
-        password = parts.password
-    except ValueError:
-        return "(unparsable Redis URL)"
-    if not password:
-        return url
-    user = parts.username or ""
-    host = parts.hostname or ""
-    port = f":{parts.port}" if parts.port else ""
-    return urlunsplit(parts._replace(netloc=f"{user}:**********@{host}{port}"))
 
 
 def unreachable_line(url: str, err: BaseException) -> str:

@@ -65,7 +65,7 @@ def test_master_name_and_acks() -> None:
     )
     assert error_of(redis_ack_timeout_ms=0) == "TB_REDIS_ACK_TIMEOUT_MS=0 must be at least 1"
     assert error_of(redis_min_replicas_ack=1, redis_ack_timeout_ms=4000) == (
-        "TB_REDIS_ACK_TIMEOUT_MS=4000 must be below a third of LEASE_TTL_MS=10000"
+        "TB_REDIS_ACK_TIMEOUT_MS=4000 must be below a third of TB_LEASE_TTL_MS=10000"
     )
     load_settings(redis_min_replicas_ack=0, redis_ack_timeout_ms=4000)  # off: no constraint
 

@@ -63,15 +63,21 @@ def test_env_overrides(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.mark.parametrize(
     ("env", "message"),
     [
-        ({"TB_TRAIL_STOP": "0.03"}, "TB_TRAIL_STOP=0.03 must be smaller than TRAIL_ACTIVATE=0.02"),
-        ({"TB_TRAIL_STOP": "0.02"}, "TB_TRAIL_STOP=0.02 must be smaller than TRAIL_ACTIVATE=0.02"),
+        (
+            {"TB_TRAIL_STOP": "0.03"},
+            "TB_TRAIL_STOP=0.03 must be smaller than TB_TRAIL_ACTIVATE=0.02",
+        ),
+        (
+            {"TB_TRAIL_STOP": "0.02"},
+            "TB_TRAIL_STOP=0.02 must be smaller than TB_TRAIL_ACTIVATE=0.02",
+        ),
         (
             {"TB_SURGE_TRAIL_STOP": "0.006"},
-            "TB_SURGE_TRAIL_STOP=0.006 must be at most TRAIL_STOP=0.005",
+            "TB_SURGE_TRAIL_STOP=0.006 must be at most TB_TRAIL_STOP=0.005",
         ),
         (
             {"TB_SURGE_THRESHOLD": "0.019"},
-            "TB_SURGE_THRESHOLD=0.019 must be at least TRAIL_ACTIVATE=0.02",
+            "TB_SURGE_THRESHOLD=0.019 must be at least TB_TRAIL_ACTIVATE=0.02",
         ),
         ({"TB_LEVERAGE": "126"}, "TB_LEVERAGE=126 must be between 1 and 125"),
         ({"TB_LEVERAGE": "0"}, "TB_LEVERAGE=0 must be between 1 and 125"),
@@ -172,7 +178,7 @@ def test_toml_missing_file(tmp_path: Path) -> None:
 def test_toml_bad_value_is_named(tmp_path: Path) -> None:
     cfg = tmp_path / "bot.toml"
     cfg.write_text("TRAIL_STOP = 0.03\n")
-    with pytest.raises(ConfigError, match=re.escape("TB_TRAIL_STOP=0.03 must be smaller")):
+    with pytest.raises(ConfigError, match=re.escape(f"{cfg}: TRAIL_STOP=0.03 must be smaller")):
         load_settings(cfg)
 
 
@@ -201,25 +207,26 @@ def test_cli_config_bad_value_exits_2_with_one_line() -> None:
     proc = _run_cli("config", env={"TB_TRAIL_STOP": "0.03"})
     assert proc.returncode == 2
     lines = proc.stderr.strip().splitlines()
-    assert lines == ["config error: TB_TRAIL_STOP=0.03 must be smaller than TRAIL_ACTIVATE=0.02"]
+    assert lines == ["config error: TB_TRAIL_STOP=0.03 must be smaller than TB_TRAIL_ACTIVATE=0.02"]
 
 
 def test_cli_config_prints_every_setting_and_masks_secret() -> None:
     proc = _run_cli("config", env={"TB_API_SECRET": "s3cr3t-value", "TB_API_KEY": "k3y-value"})
     assert proc.returncode == 0, proc.stderr
     names = {line.split()[0] for line in proc.stdout.splitlines() if line.strip()}
-    assert set(STRATEGY_DEFAULTS) <= names
+    assert {f"TB_{name}" for name in STRATEGY_DEFAULTS} <= names
     assert "s3cr3t-value" not in proc.stdout
     assert "k3y-value" not in proc.stdout
-    assert "API_SECRET" in names
+    assert "TB_API_SECRET" in names
 
 
-def test_wrongly_typed_secret_is_not_echoed(tmp_path: Path) -> None:
+def test_a_secret_in_the_toml_file_is_refused_without_echoing_it(tmp_path: Path) -> None:
     cfg = tmp_path / "bot.toml"
     cfg.write_text("API_KEY = 123456789\n")
     with pytest.raises(ConfigError) as info:
         load_settings(cfg)
-    assert "TB_API_KEY=**********" in str(info.value)
+    assert str(info.value).startswith(f"{cfg}: API_KEY holds a secret")
+    assert "set TB_API_KEY or TB_API_KEY_FILE" in str(info.value)
     assert "123456789" not in str(info.value)
 
 

@@ -6,8 +6,7 @@ import pytest
 from typer.testing import CliRunner
 
 from shared.cli import app
-from shared.config import Settings
-from shared.ops.connect import mask_url
+from shared.config import Settings, mask_url
 from shared.redisconn import free_port, redis_url
 
 
