@@ -84,5 +84,8 @@ lock:
 	$(LOCK_ENV) "$$tmp/bin/pip-compile" $(LOCK_FLAGS) $(LOCK_ARGS) --extra dev \
 		-c requirements.lock -o requirements-dev.lock pyproject.toml
 
+# Everything install and the tests leave behind; never data/, logs/, out/ (yours) or mutants/
+# (the mutation run's results, hours of work: rm -rf mutants to start that over).
 clean:
-	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache
+	rm -rf $(VENV) .mypy_cache .pytest_cache .ruff_cache .hypothesis build *.egg-info
+	find . -name __pycache__ -type d -prune -exec rm -rf {} +

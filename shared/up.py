@@ -9,8 +9,10 @@ restart is logged; Ctrl-C, SIGTERM or closing the terminal stops them all (share
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
+import shlex
 import socket
 import sys
 from pathlib import Path
@@ -25,8 +27,9 @@ from shared.config import (
     Settings,
     exit_bad_config,
     load_settings,
+    mask_url,
 )
-from shared.log import setup_logging
+from shared.log import error_text, setup_logging
 from shared.ops.supervisor import FLAPPING, LockHeld, Process, run_supervised, take_lock
 from shared.redisconn import EmbeddedRedis
 
@@ -61,6 +64,32 @@ def taken_ports(procs: list[Process]) -> list[str]:
         for p in procs
         if p.port is not None and port_taken(p.port[0], p.port[1])
     ]
+
+
+def external_redis_problem(settings: Settings) -> str | None:
+    """Return why the Redis named by TB_REDIS_URL (or the Sentinels) cannot be used, or None
+    (also None when ``up`` starts the embedded server itself)."""
+    if settings.redis_url is None and not settings.redis_sentinels:
+        return None
+    from redis.exceptions import RedisError
+
+    from shared.ops.connect import client_for, sentinel_line
+
+    async def ping() -> None:
+        client = client_for(settings)
+        try:
+            await client.ping()
+        finally:
+            await client.aclose()
+
+    try:
+        asyncio.run(ping())
+    except (RedisError, OSError) as e:
+        if settings.redis_sentinels:
+            return sentinel_line(settings, e)
+        where = mask_url(settings.redis_url.get_secret_value()) if settings.redis_url else ""
+        return f"TB_REDIS_URL: no answer from Redis at {where} ({error_text(e)})"
+    return None
 
 
 def scan_interval(settings: Settings, speed: float) -> float:
@@ -151,12 +180,21 @@ def plan_processes(
 
 
 def shown_args(args: list[str]) -> str:
-    """Return a command line for printing, with secret option values masked."""
-    out = list(args)
-    for i, a in enumerate(out[:-1]):
+    """Return a command line for printing, shell-quoted, with secret option values masked."""
+    out = [shlex.quote(a) for a in args]
+    for i, a in enumerate(args[:-1]):
         if a in SECRET_ARGS:
             out[i + 1] = "**********"
     return " ".join(out)
+
+
+def mode_line(settings: Settings) -> str:
+    """Return what money is at stake, as the first line says it: LIVE in capitals and words."""
+    if settings.exchange == "sim":
+        return "paper (local exchange simulator, no real money)"
+    if settings.mode == "testnet":
+        return f"TESTNET ({settings.exchange}'s demo endpoints, no real money)"
+    return f"LIVE: REAL MONEY on {settings.exchange} (TB_LIVE=true)"
 
 
 def plan_lines(
@@ -164,7 +202,7 @@ def plan_lines(
 ) -> list[str]:
     """Return what ``up`` prints first: mode, where the logs are, how to see status, the plan."""
     paper = settings.exchange == "sim"
-    mode = "paper (local exchange simulator)" if paper else settings.mode.upper()
+    mode = mode_line(settings)
     log_dir, data_dir = settings.log_dir.resolve(), settings.data_dir.resolve()
     lines = [
         f"tradebot up: mode={mode}" + (f", market speed x{speed:g}" if speed != 1 else ""),
@@ -182,7 +220,7 @@ def plan_lines(
         )
     for p in procs:
         metrics = f"  [metrics :{p.port[1]}]" if p.port and "TB_METRICS_PORT" in p.env else ""
-        lines.append(f"  start {p.name:<13} {Path(p.cmd).name} {shown_args(p.args)}{metrics}")
+        lines.append(f"  start {p.name:<13} {shown_args([Path(p.cmd).name, *p.args])}{metrics}")
     if missing:
         lines.append(f"  not built yet, not started: {', '.join(missing)}")
     if paper:
@@ -227,10 +265,18 @@ def register(app: typer.Typer) -> None:
         except ConfigError as e:
             exit_bad_config(e)
         if speed != 1 and settings.exchange != "sim":
-            raise typer.BadParameter("only the simulator can run faster (TB_EXCHANGE=sim)")
+            typer.echo(
+                f"tradebot up: --speed {speed:g}: only the simulator's market can run faster"
+                f" (TB_EXCHANGE={settings.exchange}, not sim)",
+                err=True,
+            )
+            raise typer.Exit(2)
         procs, missing = plan_processes(
             settings, speed=speed, workers=workers, config_file=config_file
         )
+        problem = external_redis_problem(settings)
+        if problem is not None:
+            _refuse([f"{problem}; nothing started (start that server, or unset it)"])
         typer.echo("\n".join(plan_lines(settings, procs, missing, speed)))
         if dry_run:
             return

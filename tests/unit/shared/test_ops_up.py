@@ -78,7 +78,9 @@ def test_dry_run_prints_where_the_logs_are_first_and_masks_the_secret(tmp_path: 
     result = CliRunner().invoke(app, ["up", "--dry-run", "--speed", "600"], env=env)
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
-    assert lines[0] == "tradebot up: mode=paper (local exchange simulator), market speed x600"
+    assert lines[0] == (
+        "tradebot up: mode=paper (local exchange simulator, no real money), market speed x600"
+    )
     assert lines[1].startswith(f"  logs:   {tmp_path / 'logs'}/<process>_YYYY-MM-DD.log")
     assert "`tradebot status` in another terminal" in lines[2]
     assert "services scan every 0.2s" in result.output
@@ -96,7 +98,7 @@ def test_speed_needs_the_simulator() -> None:
     }
     result = CliRunner().invoke(app, ["up", "--dry-run", "--speed", "2"], env=env)
     assert result.exit_code == 2
-    assert "only the simulator can run faster" in result.output
+    assert "only the simulator's market can run faster" in result.output
 
 
 def test_the_lock_admits_one_holder(tmp_path: Path) -> None:
