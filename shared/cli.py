@@ -45,7 +45,7 @@ ConfigOption = Annotated[
 ]
 
 
-@app.command()
+@app.command(short_help="Print every setting and where it came from (secrets masked).")
 def config(config_file: ConfigOption = None) -> None:
     """Print every setting, where it came from, secrets masked; exit 2 if one is invalid."""
     try:
@@ -59,7 +59,7 @@ def config(config_file: ConfigOption = None) -> None:
         typer.echo(f"{name.ljust(name_w)}  {text.ljust(text_w)}  ({settings.source(field)})")
 
 
-@app.command()
+@app.command(short_help="Container health check: exit 0 when healthy.")
 def health(
     exchange_sim: Annotated[
         bool, typer.Option("--exchange-sim", help="Check the simulator instead of a service.")

@@ -206,7 +206,7 @@ def plan_lines(
     log_dir, data_dir = settings.log_dir.resolve(), settings.data_dir.resolve()
     lines = [
         f"tradebot up: mode={mode}" + (f", market speed x{speed:g}" if speed != 1 else ""),
-        f"  logs:   {log_dir}/<process>_YYYY-MM-DD.log (this supervisor: up_YYYY-MM-DD.log)",
+        f"  logs:   {log_dir}/<service>_YYYY-MM-DD.log (this supervisor: up_YYYY-MM-DD.log)",
         "  status: run `tradebot status` in another terminal"
         " (also: tradebot halt | resume | flatten | dlq list)",
         f"  data:   {data_dir}/ (lock {data_dir / 'tradebot.lock'})",
@@ -241,7 +241,7 @@ def _refuse(lines: list[str]) -> NoReturn:
 def register(app: typer.Typer) -> None:
     """Add the up command to the tradebot CLI."""
 
-    @app.command()
+    @app.command(short_help="Start the bot locally (paper mode by default).")
     def up(
         config_file: Annotated[
             Path | None, typer.Option("--config", help="TOML settings file (also TB_CONFIG).")

@@ -86,7 +86,7 @@ def progress_bar(enabled: bool) -> Iterator[Progress | None]:
 def register(app: typer.Typer) -> None:
     """Add the backtest command to the tradebot CLI."""
 
-    @app.command()
+    @app.command(short_help="Replay the strategy over candles and write the report.")
     def backtest(
         data: Annotated[
             Path | None, typer.Option("--data", help="CSV/Parquet file or folder of them.")

@@ -264,9 +264,11 @@ def redis_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add the operator commands to the tradebot CLI."""
-    app.command("status")(status_cmd)
-    app.command("halt")(halt_cmd)
+    app.command("status", short_help="Services, positions, trades, equity, streams, DLQ.")(
+        status_cmd
+    )
+    app.command("halt", short_help="Stop new entries (exits are still managed).")(halt_cmd)
     app.command("resume")(resume_cmd)
-    app.command("flatten")(flatten_cmd)
+    app.command("flatten", short_help="Close every open position at market, and halt.")(flatten_cmd)
     app.add_typer(dlq_app, name="dlq")
-    app.command("redis")(redis_cmd)
+    app.command("redis", short_help="Run one Redis command on the bot's Redis.")(redis_cmd)

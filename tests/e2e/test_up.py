@@ -139,7 +139,7 @@ def test_up_runs_embedded_redis_with_aof_and_the_simulator(tmp_path: Path) -> No
     _every_child_gone(tmp_path)
     lines = out.splitlines()
     assert lines[0].startswith("tradebot up: mode=paper")
-    assert f"logs:   {tmp_path / 'logs'}/<process>_YYYY-MM-DD.log" in lines[1]
+    assert f"logs:   {tmp_path / 'logs'}/<service>_YYYY-MM-DD.log" in lines[1]
     assert "`tradebot status` in another terminal" in lines[2]
     assert (tmp_path / "data" / "redis" / "appendonlydir").is_dir()
     assert list((tmp_path / "logs").glob("exchange_sim_*.log"))

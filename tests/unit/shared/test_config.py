@@ -268,3 +268,40 @@ def test_a_redis_url_without_a_scheme_is_refused_without_showing_it() -> None:
     with pytest.raises(ValidationError, match="TB_REDIS_URL must start with redis://") as err:
         Settings(redis_url="secret-host:6379")
     assert "secret-host" not in str(err.value).split("input_value")[0]
+
+
+def test_secrets_can_come_from_files_named_by_file_variables(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    (tmp_path / "key").write_text("key-from-file\n")  # `echo key > file` leaves a newline
+    (tmp_path / "secret").write_text("secret-from-file")
+    monkeypatch.setenv("TB_API_KEY_FILE", str(tmp_path / "key"))
+    monkeypatch.setenv("TB_API_SECRET_FILE", str(tmp_path / "secret"))
+    monkeypatch.setenv("TB_API_SECRET", "secret-from-file")  # the same value twice is no conflict
+    s = load_settings()
+    assert s.api_key is not None
+    assert s.api_secret is not None
+    assert s.api_key.get_secret_value() == "key-from-file"
+    assert s.api_secret.get_secret_value() == "secret-from-file"
+    assert s.source("api_key") == "TB_API_KEY_FILE"
+    assert s.source("api_secret") == "env"
+
+
+def test_config_shows_where_each_value_came_from(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = tmp_path / "bot.toml"
+    cfg.write_text("LEVERAGE = 5\nTOP_N = 4\n")
+    monkeypatch.setenv("TB_TOP_N", "6")
+    monkeypatch.setenv("TB_REDIS_URL", "redis://bot:pw-123@127.0.0.1:6379/0")
+    s = load_settings(cfg, max_positions=2)
+    assert (s.leverage, s.top_n, s.max_positions) == (5, 6, 2)
+    assert [s.source(f) for f in ("leverage", "top_n", "max_positions", "sl_pct")] == [
+        str(cfg),
+        "env",
+        "argument",
+        "default",
+    ]
+    shown = s.masked()
+    assert shown["TB_REDIS_URL"] == "redis://bot:**********@127.0.0.1:6379/0"
+    assert shown["TB_LEVERAGE"] == "5"

@@ -81,7 +81,7 @@ def test_dry_run_prints_where_the_logs_are_first_and_masks_the_secret(tmp_path: 
     assert lines[0] == (
         "tradebot up: mode=paper (local exchange simulator, no real money), market speed x600"
     )
-    assert lines[1].startswith(f"  logs:   {tmp_path / 'logs'}/<process>_YYYY-MM-DD.log")
+    assert lines[1].startswith(f"  logs:   {tmp_path / 'logs'}/<service>_YYYY-MM-DD.log")
     assert "`tradebot status` in another terminal" in lines[2]
     assert "services scan every 0.2s" in result.output
     assert "--api-secret **********" in result.output
