@@ -123,3 +123,37 @@ def test_the_lock_admits_one_holder(tmp_path: Path) -> None:
 )
 def test_exit_reason_in_words(code: int | None, text: str) -> None:
     assert exit_reason(code) == text
+
+
+@pytest.mark.parametrize(
+    ("env", "first"),
+    [
+        ({}, "tradebot up: mode=paper (local exchange simulator, no real money)"),
+        (
+            {"TB_EXCHANGE": "binanceusdm", "TB_TESTNET": "true"},
+            "tradebot up: mode=TESTNET (binanceusdm's demo endpoints, no real money)",
+        ),
+        (
+            {"TB_EXCHANGE": "binanceusdm", "TB_LIVE": "true"},
+            "tradebot up: mode=LIVE: REAL MONEY on binanceusdm (TB_LIVE=true)",
+        ),
+    ],
+)
+def test_the_first_line_says_what_money_is_at_stake(
+    tmp_path: Path, env: dict[str, str], first: str
+) -> None:
+    keys = {"TB_API_KEY": "k", "TB_API_SECRET": "s"} if env else {}
+    result = CliRunner().invoke(
+        app,
+        ["up", "--dry-run"],
+        env={"TB_DATA_DIR": str(tmp_path / "d"), "TB_LOG_DIR": str(tmp_path / "l"), **env, **keys},
+    )
+    assert result.exit_code == 0, result.output
+    assert result.output.splitlines()[0] == first
+
+
+def test_start_commands_are_shell_quoted_and_keep_empty_arguments() -> None:
+    from shared.up import shown_args
+
+    shown = shown_args(["--save", "", "--dir", "/a b/c", "--api-secret", "s3cr3t"])
+    assert shown == "--save '' --dir '/a b/c' --api-secret **********"
