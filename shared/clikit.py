@@ -8,6 +8,8 @@ read the help, with exit code 2; the commands' own checks print one line the sam
 
 from __future__ import annotations
 
+import sys
+import textwrap
 from importlib.metadata import PackageNotFoundError
 from importlib.metadata import version as package_version
 from typing import Any
@@ -24,6 +26,31 @@ def tradebot_version() -> str:
         return package_version("tradebot")
     except PackageNotFoundError:
         return "unknown"
+
+
+def service_args(service: str, argv: list[str] | None = None) -> None:
+    """Check a service's command line: it takes no options (settings are TB_* variables).
+
+    ``-h`` prints what the service is and how it is configured (exit 0); anything else is
+    one line and exit 2, so ``python -m services.executor --bogus`` never starts a service.
+    """
+    args = sys.argv[1:] if argv is None else argv
+    if not args:
+        return
+    prog = f"python -m services.{service}"
+    if args[0] in CONTEXT_SETTINGS["help_option_names"]:
+        about = (
+            f"Run the {service} service until SIGTERM. It takes no options: every setting is a"
+            " TB_* environment variable or a key of the TOML file named by TB_CONFIG"
+            " (`tradebot config` lists them). `tradebot up` starts it for you."
+        )
+        typer.echo(
+            f"Usage: {prog}\n\n"
+            + textwrap.fill(about, 78, initial_indent="  ", subsequent_indent="  ")
+        )
+        raise SystemExit(0)
+    typer.echo(f"{prog}: takes no arguments, got {' '.join(args)!r} (see '{prog} -h')", err=True)
+    raise SystemExit(EXIT_USAGE)
 
 
 def os_error_text(err: OSError) -> str:

@@ -21,7 +21,7 @@ import typer
 from services.exchange_sim.__main__ import PROG as SIM_PROG
 from services.exchange_sim.__main__ import app as sim_app
 from shared.cli import app
-from shared.clikit import run
+from shared.clikit import run, service_args
 from shared.redisconn import EmbeddedRedis
 
 PROJECT = Path(__file__).resolve().parents[2]
@@ -288,6 +288,23 @@ def test_simulator_bad_input_is_one_line_and_exit_2(
     capsys: pytest.CaptureFixture[str],
 ) -> None:
     check(case, sim_app, SIM_PROG, where, clean_env, capsys)
+
+
+@pytest.mark.parametrize("service", ["market_data", "signals", "executor", "state"])
+def test_a_service_takes_no_arguments(service: str, capsys: pytest.CaptureFixture[str]) -> None:
+    with pytest.raises(SystemExit) as bad:
+        service_args(service, ["--bogus"])
+    out, err = capsys.readouterr()
+    assert (bad.value.code, out) == (2, "")
+    assert err == (
+        f"python -m services.{service}: takes no arguments, got '--bogus'"
+        f" (see 'python -m services.{service} -h')\n"
+    )
+    with pytest.raises(SystemExit) as helped:
+        service_args(service, ["-h"])
+    assert helped.value.code == 0
+    assert capsys.readouterr().out.startswith(f"Usage: python -m services.{service}\n")
+    service_args(service, [])  # no arguments: the service starts
 
 
 def command_paths(group: typer.Typer) -> set[tuple[str, ...]]:
