@@ -85,7 +85,7 @@ def summarize(result: BacktestResult, timeframe_ms: int, elapsed_s: float) -> di
         "win_rate": wins / len(pnl) if len(pnl) else 0.0,
         "total_pnl": float(pnl.sum()),
         "return_pct": (result.end_equity / result.start_equity - 1.0) * 100.0,
-        "max_drawdown_pct": float(-drawdown_pct(curve).min()),
+        "max_drawdown_pct": float(0.0 - drawdown_pct(curve).min()),  # 0.0, never -0.0
         "sharpe": sharpe,
         "profit_factor": gain / loss if loss > 0 else None,
         "start_equity": result.start_equity,

@@ -73,6 +73,7 @@ def test_no_losing_trade_and_a_flat_curve() -> None:
     assert s["profit_factor"] is None  # nothing to divide by
     assert s["sharpe"] == 0.0  # flat: no spread of returns
     assert s["max_drawdown_pct"] == 0.0
+    assert f"{s['max_drawdown_pct']:.2f}" == "0.00"  # not "-0.00"
 
 
 def test_a_break_even_trade_is_not_a_win_and_a_small_gain_is() -> None:
@@ -111,6 +112,7 @@ def test_no_step_at_all() -> None:
     s = summarize(empty, TF_MS, 0.0)
     assert (s["trades"], s["wins"], s["win_rate"], s["sharpe"]) == (0, 0, 0.0, 0.0)
     assert s["max_drawdown_pct"] == 0.0
+    assert [f"{s[k]:.2f}" for k in ("max_drawdown_pct", "return_pct", "total_pnl")] == ["0.00"] * 3
 
 
 def test_drawdown_from_a_zero_start_is_zero_until_there_is_a_peak() -> None:
