@@ -3,6 +3,21 @@
 Returned frames have columns ``timestamp`` (int64 ms, candle open time), ``open``, ``high``,
 ``low``, ``close``, ``volume`` (float64), sorted by timestamp with a fresh RangeIndex.
 Rows in error messages are 1-based data rows (the header is not counted).
+
+What is read, and what is refused rather than guessed:
+
+- Files ``.csv``, ``.csv.gz``, ``.parquet``/``.pq``; a folder holding any other file (a
+  ``.feather``, a ``.json``) is refused, naming it, so no symbol is dropped silently.
+- Column names in any case (``Open``, ``CLOSE``); the time column may also be called
+  ``date``, ``time``, ``datetime`` or ``open_time``.
+- Timestamps as ISO 8601 or as a number since the epoch in seconds, milliseconds,
+  microseconds or nanoseconds, told apart by size (each unit's dates 1973-5138 do not
+  overlap), one unit per file.
+- With a timeframe given: every candle on that timeframe's grid (a close-time stamp such as
+  Binance's ``close_time``, open + timeframe - 1 ms, is refused, naming it) and a file whose
+  candles are another timeframe apart is refused, naming both.
+- File names ``BTC_USDT``, ``btc_usdt``, ``BTC-USDT``, ``BTCUSDT`` and freqtrade's
+  ``BTC_USDT_USDT-5m-futures`` all name ``BTC/USDT``.
 """
 
 from __future__ import annotations
@@ -16,9 +31,20 @@ import pandas as pd
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-SUFFIXES = (".csv", ".parquet", ".pq")
+SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 # Any ms timestamp below this (1973-03-03) is almost surely seconds, not milliseconds.
 MIN_PLAUSIBLE_MS = 100_000_000_000
+# Numbers since the epoch by size: each unit's span of 1973-03-03 .. 5138-11-16.
+UNITS: tuple[tuple[str, int, int, int], ...] = (
+    # name, smallest, one past the largest, divisor to ms (negative: multiplier)
+    ("seconds", 10**8, 10**11, -1000),
+    ("milliseconds", 10**11, 10**14, 1),
+    ("microseconds", 10**14, 10**17, 1000),
+    ("nanoseconds", 10**17, 2**63 - 1, 1_000_000),
+)
+TIME_ALIASES = ("date", "time", "datetime", "open_time")
+# Quote currencies recognised at the end of a bare exchange id such as BTCUSDT.
+QUOTES = ("USDT", "USDC", "FDUSD", "BUSD", "TUSD", "USD", "BTC", "ETH", "BNB", "EUR")
 
 
 class DataError(ValueError):
@@ -43,23 +69,63 @@ class Gap:
 
 
 def symbol_from_stem(stem: str) -> str:
-    """Turn a file stem into a symbol: ``BTC_USDT`` -> ``BTC/USDT``; other stems are kept."""
-    return stem.replace("_", "/", 1) if "_" in stem else stem
+    """Turn a file name (without suffix) into a symbol: ``BTC_USDT``, ``btc_usdt``,
+    ``BTC-USDT``, ``BTCUSDT`` and freqtrade's ``BTC_USDT_USDT-5m-futures`` -> ``BTC/USDT``;
+    a name in none of these forms is kept as it is."""
+    name = stem.split("-", 1)[0] if stem.count("-") >= 1 and "_" in stem else stem
+    if "_" in name:
+        base, quote = name.split("_")[:2]  # freqtrade adds _SETTLE: BTC_USDT_USDT
+        return f"{base}/{quote}".upper()
+    if "-" in name:
+        base, _, quote = name.partition("-")
+        return f"{base}/{quote}".upper()
+    upper = name.upper()
+    for quote in QUOTES:
+        if upper.endswith(quote) and len(upper) > len(quote) and upper.isalnum():
+            return f"{upper[: -len(quote)]}/{quote}"
+    return stem
+
+
+def file_kind(path: Path) -> str | None:
+    """Return which readable kind a file is (".csv", ".csv.gz", ".parquet", ".pq"), or None."""
+    name = path.name.lower()
+    return next((k for k in SUFFIXES if name.endswith(k)), None)
+
+
+def file_stem(path: Path) -> str:
+    """Return a data file's name without its suffix (``BTC_USDT.csv.gz`` -> ``BTC_USDT``)."""
+    kind = file_kind(path)
+    return path.name[: -len(kind)] if kind else path.stem
 
 
 def _read_table(path: Path) -> pd.DataFrame:
-    """Read one CSV or Parquet file, turning any parse failure into a DataError."""
-    suffix = path.suffix.lower()
-    if suffix not in SUFFIXES:
-        raise DataError(path, f"unsupported file type {suffix!r} (use .csv or .parquet)")
+    """Read one CSV or Parquet file, turning any parse failure into a DataError; column
+    names come back stripped and lower-case, the time column named ``timestamp``."""
+    kind = file_kind(path)
+    if kind is None:
+        suffix = "".join(path.suffixes[-2:]) or path.name
+        raise DataError(path, f"unsupported file type {suffix!r} (use .csv, .csv.gz or .parquet)")
     try:
-        if suffix == ".csv":
-            return pd.read_csv(path)
-        return pd.read_parquet(path)
+        if kind in (".csv", ".csv.gz"):
+            table = pd.read_csv(path, skip_blank_lines=False)
+        else:
+            table = pd.read_parquet(path)
     except FileNotFoundError as e:
         raise DataError(path, "file not found") from e
     except Exception as e:
         raise DataError(path, f"does not parse: {type(e).__name__}: {e}".strip()) from e
+    names = [str(c).strip().lower() for c in table.columns]
+    if "timestamp" not in names:
+        alias = next((a for a in TIME_ALIASES if a in names), None)
+        if alias is not None:
+            names[names.index(alias)] = "timestamp"
+    twice = sorted({n for n in names if n in COLUMNS and names.count(n) > 1})
+    if twice:
+        raise DataError(
+            path, f"column(s) {', '.join(twice)} given twice (names are read in any case)"
+        )
+    table.columns = pd.Index(names)
+    return table
 
 
 def _first_bad(mask: np.ndarray | pd.Series, rows: np.ndarray) -> int:
@@ -78,13 +144,13 @@ def _timestamps_ms(col: pd.Series, path: Path, rows: np.ndarray) -> np.ndarray:
         values = col.to_numpy(dtype=np.float64, na_value=np.nan)
         bad = ~np.isfinite(values) | (values != np.floor(values))
         if bad.any():
-            raise DataError(path, "timestamp is not a whole number of ms", _first_bad(bad, rows))
-        ms: np.ndarray = values.astype(np.int64)
+            raise DataError(path, "timestamp is not a whole number", _first_bad(bad, rows))
+        ms: np.ndarray = _to_ms(col.to_numpy(dtype=np.int64), path, rows)
     else:
         text = col.astype("string").str.strip()
         digits = text.str.fullmatch(r"-?\d+").fillna(False).to_numpy(dtype=bool)
         if digits.all():
-            ms = text.astype("int64").to_numpy(dtype=np.int64)
+            ms = _to_ms(text.astype("int64").to_numpy(dtype=np.int64), path, rows)
         else:
             parsed = pd.to_datetime(text, utc=True, format="ISO8601", errors="coerce")
             bad = parsed.isna().to_numpy(dtype=bool)
@@ -98,17 +164,57 @@ def _timestamps_ms(col: pd.Series, path: Path, rows: np.ndarray) -> np.ndarray:
     small = ms < MIN_PLAUSIBLE_MS
     if small.any():
         raise DataError(
-            path,
-            f"timestamp {int(ms[small][0])} is too small for ms since epoch (seconds?)",
-            _first_bad(small, rows),
+            path, f"timestamp {int(ms[small][0])} is before 1973", _first_bad(small, rows)
         )
     return ms
+
+
+def _unit(value: int) -> tuple[str, int] | None:
+    return next(((n, d) for n, lo, hi, d in UNITS if lo <= abs(value) < hi), None)
+
+
+def _to_ms(numbers: np.ndarray, path: Path, rows: np.ndarray) -> np.ndarray:
+    """Turn numbers since the epoch into ms: the unit is told by the first row's size (see
+    UNITS) and every other row must be in the same unit."""
+    if not len(numbers):
+        return numbers.astype(np.int64)
+    first = int(numbers[0])
+    unit = _unit(first)
+    if unit is None:
+        raise DataError(
+            path, f"timestamp {first} is not a time since the epoch (before 1973)", int(rows[0])
+        )
+    name, divisor = unit
+    lo, hi = next((lo, hi) for n, lo, hi, _ in UNITS if n == name)
+    other = (np.abs(numbers) < lo) | (np.abs(numbers) >= hi)
+    if other.any():
+        value = int(numbers[other][0])
+        theirs = _unit(value)
+        raise DataError(
+            path,
+            f"timestamp {value} is in {theirs[0] if theirs else 'no known unit'}, "
+            f"the first row's in {name}: one unit per file",
+            _first_bad(other, rows),
+        )
+    if divisor < 0:
+        return numbers.astype(np.int64) * -divisor
+    part = numbers % divisor != 0
+    if part.any():
+        raise DataError(
+            path,
+            f"timestamp {int(numbers[part][0])} ({name}) is not a whole millisecond",
+            _first_bad(part, rows),
+        )
+    return numbers.astype(np.int64) // divisor
 
 
 def _validate(
     raw: pd.DataFrame, path: Path, rows: np.ndarray, timeframe_ms: int | None
 ) -> pd.DataFrame:
     """Check one symbol's rows and return the normalised frame."""
+    empty = raw[list(COLUMNS)].isna().all(axis=1).to_numpy(dtype=bool)
+    if empty.any():
+        raise DataError(path, "row is empty (a blank or all-comma line)", _first_bad(empty, rows))
     ts = _timestamps_ms(raw["timestamp"], path, rows)
     out = pd.DataFrame({"timestamp": ts})
     for name in (*PRICE_COLUMNS, "volume"):
@@ -139,22 +245,49 @@ def _validate(
     if (step < 0).any():
         raise DataError(path, "timestamps are not sorted ascending", _first_bad(step < 0, rows[1:]))
     if timeframe_ms is not None:
-        short = step < timeframe_ms
-        if short.any():
-            raise DataError(
-                path,
-                f"candles {int(step[short][0])} ms apart, closer than the timeframe "
-                f"{timeframe_ms} ms",
-                _first_bad(short, rows[1:]),
-            )
-        off = step % timeframe_ms != 0
-        if off.any():
-            raise DataError(
-                path,
-                f"candle spacing {int(step[off][0])} ms is not a multiple of the timeframe",
-                _first_bad(off, rows[1:]),
-            )
+        _check_timeframe(ts, step, path, rows, timeframe_ms)
     return out
+
+
+def tf_name(ms: int) -> str:
+    """Return a spacing as people write timeframes: 300000 -> "5m", 3600000 -> "1h"."""
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms % size == 0:
+            return f"{ms // size}{unit}"
+    return f"{ms} ms"
+
+
+def _check_timeframe(
+    ts: np.ndarray, step: np.ndarray, path: Path, rows: np.ndarray, timeframe_ms: int
+) -> None:
+    """Refuse a file of another timeframe (naming both) and a candle off the timeframe's grid
+    (naming a close-time stamp as such); on the grid, spacing is a whole number of candles."""
+    tf = tf_name(timeframe_ms)
+    short = step < timeframe_ms
+    if short.any() or (len(step) >= 2 and not (step == timeframe_ms).any()):
+        # Closer than a candle, or no two candles adjacent: data of another timeframe.
+        where = step[short] if short.any() else step
+        raise DataError(
+            path,
+            f"candles are {tf_name(int(where.min()))} apart, but the timeframe is {tf}"
+            " (TB_TIMEFRAME): use data of that timeframe, or set TB_TIMEFRAME to match",
+            _first_bad(short, rows[1:]) if short.any() else None,
+        )
+    off_grid = ts % timeframe_ms != 0
+    if off_grid.any():
+        value = int(ts[off_grid][0])
+        close_stamped = bool(((ts + 1) % timeframe_ms == 0).all())
+        hint = (
+            f"; it looks like a close time (open + {tf} - 1 ms, as Binance's close_time):"
+            " give the open time"
+            if close_stamped
+            else ""
+        )
+        raise DataError(
+            path,
+            f"timestamp {value} is not on the {tf} grid (candles open at multiples of {tf})" + hint,
+            _first_bad(off_grid, rows),
+        )
 
 
 def _split(
@@ -168,7 +301,7 @@ def _split(
         raise DataError(path, "no rows")
     rows = np.arange(1, len(table) + 1)
     if "symbol" not in table.columns:
-        name = symbol_from_stem(path.stem)
+        name = symbol_from_stem(file_stem(path))
         if symbols is not None and name not in symbols:
             return {}
         return {name: _validate(table, path, rows, timeframe_ms)}
@@ -201,7 +334,18 @@ def load_candles(
         raise DataError(path, "no such file or folder")
     out: dict[str, pd.DataFrame] = {}
     if path.is_dir():
-        files = sorted(p for p in path.iterdir() if p.suffix.lower() in SUFFIXES)
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        files = [p for p in entries if p.is_file() and file_kind(p) is not None]
+        others = [p.name for p in entries if p not in files]
+        if others:
+            shown = ", ".join(others[:3]) + (
+                f" and {len(others) - 3} more" if len(others) > 3 else ""
+            )
+            raise DataError(
+                path,
+                f"holds what is not candle data: {shown} (only .csv, .csv.gz and .parquet files;"
+                " move the rest out, so no symbol is left out unnoticed)",
+            )
         if not files:
             raise DataError(path, "folder holds no .csv or .parquet files")
         for file in files:

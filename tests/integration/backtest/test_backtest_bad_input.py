@@ -42,7 +42,11 @@ def invoke(*args: str) -> tuple[int, str]:
         ([f"{T0},100,101,-99,100,1"], HEADER, "row 1: low is zero or negative"),
         ([f"{T0},100,99,101,100,1"], HEADER, "row 1: high is below low"),
         (["not-a-time,100,101,99,100,1"], HEADER, "row 1: timestamp 'not-a-time'"),
-        ([ok_row(0), f"{T0 + 60_000},100,101,99,100,1"], HEADER, "row 2: candles 60000 ms apart"),
+        (
+            [ok_row(0), f"{T0 + 60_000},100,101,99,100,1"],
+            HEADER,
+            "row 2: candles are 1m apart, but the timeframe is 5m",
+        ),
     ],
 )
 def test_bad_file_names_file_row_and_problem(

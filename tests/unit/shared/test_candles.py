@@ -81,7 +81,14 @@ def test_unknown_symbol_is_an_error(tmp_path: Path) -> None:
         ([f"{T0},100,101,99,102,1"], HEADER, "row 1: open or close is outside"),
         ([f"{T0},100,101,99,100,-1"], HEADER, "row 1: volume is negative"),
         (["yesterday,100,101,99,100,1"], HEADER, "row 1: timestamp 'yesterday'"),
-        (["1704067200,100,101,99,100,1"], HEADER, "row 1: timestamp 1704067200 is too small"),
+        (["99999999,100,101,99,100,1"], HEADER, "row 1: timestamp 99999999 is not a time since"),
+        (
+            [f"{T0},100,101,99,100,1", f"{(T0 + TF) * 1000},100,101,99,100,1"],
+            HEADER,
+            f"row 2: timestamp {(T0 + TF) * 1000} is in microseconds, the first row's in milli",
+        ),
+        ([f"{T0 * 1000 + 1},100,101,99,100,1"], HEADER, "(microseconds) is not a whole milli"),
+        ([f"{T0},100,101,99,100,1", ",,,,,"], HEADER, "row 2: row is empty"),
     ],
 )
 def test_bad_rows(tmp_path: Path, rows: list[str], header: str, message: str) -> None:
@@ -101,7 +108,7 @@ def test_file_that_does_not_parse(tmp_path: Path) -> None:
 
 def test_spacing_off_the_timeframe_is_an_error(tmp_path: Path) -> None:
     rows = [f"{T0},100,101,99,100,1", f"{T0 + 60_000},100,101,99,100,1"]
-    with pytest.raises(DataError, match="row 2: candles 60000 ms apart"):
+    with pytest.raises(DataError, match="row 2: candles are 1m apart, but the timeframe is 5m"):
         load_candles(write(tmp_path / "BTC_USDT.csv", rows), timeframe_ms=TF)
 
 
@@ -111,3 +118,90 @@ def test_gaps_are_found_not_fatal(tmp_path: Path) -> None:
     gaps = find_gaps(frames, TF)
     assert [(g.symbol, g.after_ms, g.missing) for g in gaps] == [("BTC/USDT", T0, 2)]
     assert infer_timeframe_ms(frames) == 3 * TF
+
+
+@pytest.mark.parametrize(
+    ("scale", "unit"),
+    [(0.001, "seconds"), (1, "milliseconds"), (1000, "microseconds"), (1_000_000, "nanos")],
+)
+def test_numbers_since_the_epoch_in_any_unit_are_read_as_ms(
+    tmp_path: Path, scale: float, unit: str
+) -> None:
+    rows = [f"{int((T0 + i * TF) * scale)},100,101,99,100.5,10" for i in range(3)]
+    frame = load_candles(write(tmp_path / "BTC_USDT.csv", rows), timeframe_ms=TF)["BTC/USDT"]
+    assert frame["timestamp"].tolist() == [T0, T0 + TF, T0 + 2 * TF], unit
+
+
+def test_column_names_in_any_case_and_a_date_column(tmp_path: Path) -> None:
+    header = "Date,Open,HIGH,low,Close,Volume\n"
+    rows = [
+        "2024-01-01 00:00:00+00:00,100,101,99,100.5,10",
+        f"{'2024-01-01 00:05:00+00:00'},1,2,1,1,1",
+    ]
+    frame = load_candles(write(tmp_path / "BTC_USDT.csv", rows, header))["BTC/USDT"]
+    assert frame["timestamp"].tolist() == [T0, T0 + TF]
+    assert frame["high"].tolist() == [101.0, 2.0]
+
+
+def test_a_column_given_twice_in_two_cases_is_refused(tmp_path: Path) -> None:
+    path = write(
+        tmp_path / "BTC_USDT.csv", good_rows(), "timestamp,open,high,low,close,volume,Close\n"
+    )
+    with pytest.raises(DataError, match="column\\(s\\) close given twice"):
+        load_candles(path)
+
+
+@pytest.mark.parametrize(
+    "stem",
+    ["BTC_USDT", "btc_usdt", "BTC-USDT", "BTCUSDT", "btcusdt", "BTC_USDT_USDT-5m-futures"],
+)
+def test_common_file_names_map_to_one_symbol(tmp_path: Path, stem: str) -> None:
+    assert list(load_candles(write(tmp_path / f"{stem}.csv", good_rows()))) == ["BTC/USDT"]
+
+
+def test_gzipped_csv_is_read_and_hidden_files_are_ignored(tmp_path: Path) -> None:
+    pd.read_csv(write(tmp_path / "x.csv", good_rows())).to_csv(
+        tmp_path / "ETH_USDT.csv.gz", index=False
+    )
+    (tmp_path / "x.csv").rename(tmp_path / "BTC_USDT.csv")
+    (tmp_path / ".DS_Store").write_bytes(b"\0")
+    frames = load_candles(tmp_path, timeframe_ms=TF)
+    assert list(frames) == ["BTC/USDT", "ETH/USDT"]
+    assert frames["ETH/USDT"].equals(frames["BTC/USDT"])
+
+
+def test_a_folder_with_other_files_is_refused_naming_them(tmp_path: Path) -> None:
+    write(tmp_path / "BTC_USDT.csv", good_rows())
+    (tmp_path / "ETH_USDT_USDT-5m-futures.feather").write_bytes(b"feather")
+    (tmp_path / "SOL_USDT-5m.json").write_text("[]")
+    with pytest.raises(DataError) as err:
+        load_candles(tmp_path)
+    assert str(err.value) == (
+        f"{tmp_path}: holds what is not candle data: ETH_USDT_USDT-5m-futures.feather,"
+        " SOL_USDT-5m.json (only .csv, .csv.gz and .parquet files; move the rest out, so no"
+        " symbol is left out unnoticed)"
+    )
+
+
+def test_close_time_stamps_are_refused_as_such(tmp_path: Path) -> None:
+    rows = [f"{T0 + i * TF + TF - 1},100,101,99,100.5,10" for i in range(3)]  # Binance close_time
+    with pytest.raises(DataError) as err:
+        load_candles(write(tmp_path / "BTC_USDT.csv", rows), timeframe_ms=TF)
+    assert f"row 1: timestamp {T0 + TF - 1} is not on the 5m grid" in str(err.value)
+    assert "looks like a close time (open + 5m - 1 ms" in str(err.value)
+    shifted = [f"{T0 + i * TF + 60_000},100,101,99,100.5,10" for i in range(3)]  # off by 1m
+    with pytest.raises(DataError) as err:
+        load_candles(write(tmp_path / "BTC_USDT.csv", shifted), timeframe_ms=TF)
+    assert "is not on the 5m grid (candles open at multiples of 5m)" in str(err.value)
+    assert "close time" not in str(err.value)
+
+
+def test_a_file_of_another_timeframe_is_refused_naming_both(tmp_path: Path) -> None:
+    write(tmp_path / "BTC_USDT.csv", good_rows(5))
+    hourly = [f"{T0 + i * 12 * TF},100,101,99,100.5,10" for i in range(5)]
+    path = write(tmp_path / "ETH_USDT.csv", hourly)
+    with pytest.raises(DataError) as err:
+        load_candles(tmp_path, timeframe_ms=TF)
+    assert str(err.value).startswith(
+        f"{path}: candles are 1h apart, but the timeframe is 5m (TB_TIMEFRAME)"
+    )
