@@ -16,14 +16,21 @@ import typer
 from services.backtest.engine import BacktestConfig, Progress, run_backtest
 from services.backtest.report import iso_utc, write_report
 from shared.candles import MIN_PLAUSIBLE_MS, DataError, find_gaps, load_candles
-from shared.clikit import os_error_text
-from shared.config import ConfigError, exit_bad_config, load_settings
+from shared.clikit import os_error_text, tradebot_version
+from shared.config import ConfigError, env_name, exit_bad_config, load_settings
 from shared.synthetic import generate_candles
 
 EXIT_BAD_INPUT = 2
 PROGRESS_MIN_CANDLES = 2_000_000
 MAX_GAP_LINES = 5
-MAX_PLAUSIBLE_MS = 100_000_000_000_000  # year 5138: a larger number is µs or ns, not ms
+MAX_PLAUSIBLE_MS = 100_000_000_000_000
+# The settings a backtest's result depends on, recorded in summary.json (not connections).
+STRATEGY_SETTINGS = (
+    "leverage", "trade_pct", "max_positions", "top_n", "timeframe", "candle_limit",
+    "min_body_pct", "long_vr", "short_vr", "vr_window", "chop_period", "chop_threshold",
+    "sl_pct", "trail_activate", "trail_stop", "surge_threshold", "surge_trail_stop",
+    "fee_rate", "slippage", "coin_rotate_hours", "quote",
+)  # fmt: skip  # year 5138: a larger number is µs or ns, not ms
 
 
 def prepare_out(out: Path) -> None:
@@ -164,7 +171,21 @@ def register(app: typer.Typer) -> None:
                 result = run_backtest(frames, cfg, progress)
         except ValueError as e:
             fail(str(e))
-        summary = write_report(result, out, tf, time.perf_counter() - started)
+        firsts = [int(f["timestamp"].iloc[0]) for f in frames.values() if len(f)]
+        lasts = [int(f["timestamp"].iloc[-1]) for f in frames.values() if len(f)]
+        inputs = {
+            "data": str(data.resolve()) if data is not None else "synthetic",
+            "synthetic": list(synthetic) if synthetic is not None else None,
+            "symbols": sorted(frames),
+            "first_candle": iso_utc(min(firsts)) if firsts else None,
+            "last_candle": iso_utc(max(lasts)) if lasts else None,
+            "from": iso_utc(from_ms) if from_ms is not None else None,
+            "to": iso_utc(to_ms) if to_ms is not None else None,
+            "equity": equity,
+            "tradebot_version": tradebot_version(),
+            "settings": {env_name(name): getattr(settings, name) for name in STRATEGY_SETTINGS},
+        }
+        summary = write_report(result, out, tf, time.perf_counter() - started, inputs)
         typer.echo(
             f"{summary['trades']} trades, return {summary['return_pct']:.2f}%, "
             f"max drawdown {summary['max_drawdown_pct']:.2f}%, "

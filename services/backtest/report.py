@@ -96,6 +96,29 @@ def summarize(result: BacktestResult, timeframe_ms: int, elapsed_s: float) -> di
     }
 
 
+# A 10-inch chart at 100 dpi is 1,000 pixels wide: more points than twice that cannot show.
+CHART_POINTS = 2_000
+
+
+def envelope(
+    values: np.ndarray, buckets: int = CHART_POINTS
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Return (index of each bucket's first point, bucket min, bucket max): ``values`` cut
+    into at most ``buckets`` runs, so a chart draws every spike and dip in a few thousand
+    points instead of millions."""
+    n = len(values)
+    if n <= buckets:
+        idx = np.arange(n)
+        return idx, values, values
+    starts = np.linspace(0, n, buckets, endpoint=False).astype(np.int64)
+    return starts, np.minimum.reduceat(values, starts), np.maximum.reduceat(values, starts)
+
+
+def log_scale(equity: np.ndarray) -> bool:
+    """Return whether equity spans a decade or more (then a log axis keeps it readable)."""
+    return bool(len(equity) and equity.min() > 0 and equity.max() >= 10 * equity.min())
+
+
 def equity_png(result: BacktestResult) -> bytes:
     # pragma: no mutate block (presentation: a chart and HTML, no figure of the summary)
     """Draw the equity curve with the drawdown below it and return PNG bytes."""
@@ -105,16 +128,20 @@ def equity_png(result: BacktestResult) -> bytes:
     import matplotlib.dates as mdates
     import matplotlib.pyplot as plt
 
-    times = pd.to_datetime(result.step_ms, unit="ms", utc=True)
+    idx, low, high = envelope(result.equity)
+    times = pd.to_datetime(result.step_ms[idx], unit="ms", utc=True)
     fig, (ax_eq, ax_dd) = plt.subplots(
         2, 1, figsize=(10, 6), sharex=True, gridspec_kw={"height_ratios": [3, 1]}
     )
-    ax_eq.plot(times, result.equity, linewidth=1.0, color="tab:blue")
-    ax_eq.set_ylabel("equity")
+    ax_eq.fill_between(times, low, high, color="tab:blue", linewidth=1.0)
+    ax_eq.plot(times, high, linewidth=1.0, color="tab:blue")
+    if log_scale(result.equity):
+        ax_eq.set_yscale("log")
+    ax_eq.set_ylabel("equity (log scale)" if log_scale(result.equity) else "equity")
     ax_eq.set_title("Equity")
     ax_eq.grid(alpha=0.3)
-    dd = drawdown_pct(result.equity)
-    ax_dd.fill_between(times, dd, 0, color="tab:red", alpha=0.4, linewidth=0)
+    _, dd_low, _ = envelope(drawdown_pct(result.equity))
+    ax_dd.fill_between(times, dd_low, 0, color="tab:red", alpha=0.4, linewidth=0)
     ax_dd.set_ylabel("drawdown %")
     ax_dd.grid(alpha=0.3)
     # Concise date labels, or the default ones run together (matplotlib.dates is untyped).
@@ -162,7 +189,17 @@ def per_symbol(trades: pd.DataFrame) -> pd.DataFrame:
 def report_html(summary: dict[str, Any], trades: pd.DataFrame, png: bytes) -> str:
     # pragma: no mutate block (presentation: a chart and HTML, no figure of the summary)
     """Return a self-contained HTML report (the chart is embedded as a data URI)."""
-    rows = pd.DataFrame({"metric": list(summary), "value": list(summary.values())})
+    shown = for_people(summary)
+    rows = pd.DataFrame({"figure": [k for k, _ in shown], "value": [v for _, v in shown]})
+    inputs = summary.get("inputs") or {}
+    flat = {k: v for k, v in inputs.items() if k != "settings"}
+    flat |= {f"setting {k}": v for k, v in (inputs.get("settings") or {}).items()}
+    given = pd.DataFrame(
+        {
+            "input": list(flat),
+            "value": [" ".join(map(str, v)) if isinstance(v, list) else v for v in flat.values()],
+        }
+    )
     chart = base64.b64encode(png).decode("ascii")
     style = (
         "body{font-family:sans-serif;margin:2em}table{border-collapse:collapse;margin:1em 0}"
@@ -171,20 +208,63 @@ def report_html(summary: dict[str, Any], trades: pd.DataFrame, png: bytes) -> st
     return (
         "<!doctype html><html><head><meta charset='utf-8'><title>tradebot backtest</title>"
         f"<style>{style}</style></head><body><h1>Backtest</h1><h2>Summary</h2>{_table(rows)}"
-        f"<h2>Equity</h2><img alt='equity curve' src='data:image/png;base64,{chart}'>"
+        + (f"<h2>Inputs</h2>{_table(given)}" if flat else "")
+        + f"<h2>Equity</h2><img alt='equity curve' src='data:image/png;base64,{chart}'>"
         f"<h2>Per symbol</h2>{_table(per_symbol(trades))}"
         f"<h2>Trades</h2>{_table(trades)}</body></html>"
     )
 
 
+def _money(v: float) -> str:
+    return f"{v:,.2f}"
+
+
+def _pct(v: float, signed: bool = False) -> str:
+    return f"{v:+.2f} %" if signed else f"{v:.2f} %"
+
+
+# summary.json key -> (label, formatter) for the report a person reads; the raw numbers stay
+# in summary.json.
+PEOPLE: dict[str, tuple[str, Any]] = {
+    "return_pct": ("Return", lambda v: _pct(v, signed=True)),
+    "max_drawdown_pct": ("Max drawdown", _pct),
+    "total_pnl": ("Total PnL", lambda v: f"{v:+,.2f}"),
+    "start_equity": ("Start equity", _money),
+    "end_equity": ("End equity", _money),
+    "trades": ("Trades", lambda v: f"{v:,}"),
+    "wins": ("Winning trades", lambda v: f"{v:,}"),
+    "win_rate": ("Win rate", lambda v: _pct(100 * v)),
+    "profit_factor": ("Profit factor", lambda v: "none lost" if v is None else f"{v:.2f}"),
+    "sharpe": ("Sharpe (per step, annualised)", lambda v: f"{v:.2f}"),
+    "candles": ("Candles", lambda v: f"{v:,}"),
+    "symbols": ("Symbols", lambda v: f"{v:,}"),
+    "elapsed_s": ("Run time", lambda v: f"{v:.2f} s"),
+}
+
+
+def for_people(summary: dict[str, Any]) -> list[tuple[str, str]]:
+    """Return the summary's figures as (label, text): percent, money, counts."""
+    return [(label, fmt(summary[key])) for key, (label, fmt) in PEOPLE.items() if key in summary]
+
+
 def write_report(
-    result: BacktestResult, out: Path, timeframe_ms: int, elapsed_s: float
+    result: BacktestResult,
+    out: Path,
+    timeframe_ms: int,
+    elapsed_s: float,
+    inputs: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write the four outputs into out (created if needed) and return the summary."""
+    """Write the four outputs into out (created if needed) and return the summary.
+
+    ``inputs`` (what the run was given: data source, symbols, span, settings, version) is
+    recorded in summary.json and report.html as it is.
+    """
     out.mkdir(parents=True, exist_ok=True)
     trades = trades_frame(result.trades)
     trades.to_csv(out / "trades.csv", index=False)
     summary = summarize(result, timeframe_ms, elapsed_s)
+    if inputs is not None:
+        summary["inputs"] = inputs
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")
     png = equity_png(result)
     (out / "equity.png").write_bytes(png)

@@ -254,3 +254,26 @@ def test_size_compounds_with_unrealised_pnl(tmp_path: Path) -> None:
     # A: qty 10000 * 0.5 / 2 * 2 / 100 = 50, fee 5; at B's entry A is marked at 101:
     # equity = 10000 - 5 + 50 = 10045 -> B qty = 10045 * 0.5 / 2 * 2 / 100 = 50.225
     assert trades["quantity"].tolist() == pytest.approx([50.0, 50.225], rel=1e-12)
+
+
+def test_the_report_records_its_inputs_and_formats_figures_for_people(tmp_path: Path) -> None:
+    candles = [quiet(100), quiet(100), quiet(100), LONG_SIGNAL, quiet(100), quiet(100)]
+    write_symbol(data_dir(tmp_path), "A/USDT", candles)
+    _, summary = run(tmp_path, "", "--from", iso(T0 + TF))
+    inputs = summary["inputs"]
+    assert inputs["data"] == str((tmp_path / "data").resolve())
+    assert inputs["symbols"] == ["A/USDT"]
+    assert (inputs["first_candle"], inputs["last_candle"]) == (iso(T0), iso(T0 + 5 * TF))
+    assert (inputs["from"], inputs["to"], inputs["equity"]) == (iso(T0 + TF), None, 10_000.0)
+    assert inputs["tradebot_version"] != "unknown"
+    settings = inputs["settings"]
+    assert (settings["TB_VR_WINDOW"], settings["TB_FEE_RATE"], settings["TB_SL_PCT"]) == (
+        2,
+        0.001,
+        0.02,  # a default is recorded too
+    )
+    assert "TB_REDIS_URL" not in settings  # connections do not change a backtest
+    page = (tmp_path / "out" / "report.html").read_text()
+    assert "<td>Start equity</td><td>10,000.00</td>" in page
+    assert f"<td>Return</td><td>{summary['return_pct']:+.2f} %</td>" in page
+    assert "<td>setting TB_VR_WINDOW</td><td>2</td>" in page

@@ -158,3 +158,28 @@ def test_write_report_makes_its_folder_and_writes_plain_files(tmp_path: Path) ->
     assert header == ",".join(TRADE_COLUMNS)  # no index column
     assert first.split(",")[:3] == ["BTC/USDT", "long", "1970-01-01T00:00:00Z"]
     assert (out / "equity.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_the_chart_envelope_keeps_every_spike_in_few_points() -> None:
+    from services.backtest.report import envelope
+
+    values = np.full(1_000_000, 100.0)
+    values[123_457] = 250.0  # one spike
+    values[876_543] = 20.0  # one dip
+    idx, low, high = envelope(values, 2_000)
+    assert len(idx) == len(low) == len(high) == 2_000
+    assert (high.max(), low.min()) == (250.0, 20.0)
+    assert idx[0] == 0
+    assert np.all(np.diff(idx) > 0)
+    small = np.array([1.0, 2.0, 3.0])
+    assert [a.tolist() for a in envelope(small, 2_000)] == [[0, 1, 2], [1, 2, 3], [1, 2, 3]]
+
+
+def test_a_log_axis_only_when_equity_spans_a_decade() -> None:
+    from services.backtest.report import log_scale
+
+    assert not log_scale(np.array([1_000.0, 5_000.0, 9_999.0]))
+    assert log_scale(np.array([1_000.0, 10_000.0]))
+    assert log_scale(np.array([10_000.0, 900.0]))  # a blown account too
+    assert not log_scale(np.array([1_000.0, 0.0, 20_000.0]))  # zero cannot go on a log axis
+    assert not log_scale(np.array([]))
