@@ -34,6 +34,7 @@ PRICE_COLUMNS = ("open", "high", "low", "close")
 SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
 # Any ms timestamp below this (1973-03-03) is almost surely seconds, not milliseconds.
 MIN_PLAUSIBLE_MS = 100_000_000_000
+MAX_PLAUSIBLE_MS = 100_000_000_000_000  # year 5138: a larger number is µs or ns, not ms
 # Numbers since the epoch by size: each unit's span of 1973-03-03 .. 5138-11-16.
 UNITS: tuple[tuple[str, int, int, int], ...] = (
     # name, smallest, one past the largest, divisor to ms (negative: multiplier)
@@ -128,6 +129,32 @@ def _read_table(path: Path) -> pd.DataFrame:
     return table
 
 
+def parse_when(text: str | None, option: str) -> int | None:
+    """Parse a time option (``--from``) given as ms since epoch or ISO 8601 (UTC unless an
+    offset is given); raise ValueError naming the option when it is neither, or when a number
+    is plausible only as another unit (seconds: 1735689600)."""
+    if text is None:
+        return None
+    if text.strip().lstrip("-").isdigit():
+        ms = int(text)
+        if abs(ms) < MIN_PLAUSIBLE_MS:
+            raise ValueError(
+                f"{option} {text} is before 1973 as milliseconds: if it is seconds, give "
+                f"{ms * 1000} (ms) or an ISO date"
+            )
+        if abs(ms) >= MAX_PLAUSIBLE_MS:
+            raise ValueError(
+                f"{option} {text} is after 5138 as milliseconds: give ms or an ISO date"
+            )
+        return ms
+    try:
+        ts = pd.Timestamp(text)
+    except (ValueError, OverflowError):
+        raise ValueError(f"{option} {text!r} is neither ms since epoch nor ISO 8601") from None
+    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
+    return int(ts.value // 1_000_000)
+
+
 def _first_bad(mask: np.ndarray | pd.Series, rows: np.ndarray) -> int:
     """Return the 1-based data row of the first True in mask."""
     return int(rows[int(np.flatnonzero(np.asarray(mask))[0])])
@@ -206,6 +233,12 @@ def _to_ms(numbers: np.ndarray, path: Path, rows: np.ndarray) -> np.ndarray:
             _first_bad(part, rows),
         )
     return numbers.astype(np.int64) // divisor
+
+
+def check_frame(frame: pd.DataFrame, source: Path, timeframe_ms: int | None) -> pd.DataFrame:
+    """Validate candles from anywhere (an exchange's answer, a file) by the loader's rules;
+    raise DataError naming ``source`` and the 1-based row."""
+    return _validate(frame, source, np.arange(1, len(frame) + 1), timeframe_ms)
 
 
 def _validate(

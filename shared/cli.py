@@ -82,9 +82,11 @@ def health(
 
 def _register_subcommands() -> None:
     from services.backtest.cli import register as register_backtest
+    from services.backtest.download import register as register_download
     from shared.ops.commands import register as register_ops
     from shared.up import register as register_up
 
+    register_download(app)
     register_backtest(app)
     register_up(app)
     register_ops(app)

@@ -305,6 +305,21 @@ class ExchangeClient:
         closed = closed_candles([parse_ohlcv(r) for r in rows], TIMEFRAME_MS[tf], now)
         return closed[-limit:]
 
+    async def ohlcv_from(
+        self, symbol: str, timeframe: str, since_ms: int, limit: int, now_ms: int
+    ) -> list[OHLCV]:
+        """Return up to ``limit`` closed candles opening at or after ``since_ms``, oldest
+        first (one page of history; ``now_ms`` is an exchange time read before the call)."""
+        rows = await self._call(
+            "ohlcv", lambda: self.ex.fetch_ohlcv(symbol, timeframe, since_ms, limit)
+        )
+        candles = [parse_ohlcv(r) for r in rows]
+        return [
+            c
+            for c in closed_candles(candles, TIMEFRAME_MS[timeframe], now_ms)
+            if c.open_time >= since_ms
+        ]
+
     async def tickers(self, symbols: Sequence[str] | None = None) -> dict[str, Ticker]:
         """Return last price and 24 h quote volume per symbol (all symbols when None)."""
         arg = list(symbols) if symbols is not None else None

@@ -41,7 +41,10 @@ METRICS_OFFSET = {"market_data": 1, "executor": 2, "state": 3}
 MIN_SCAN_INTERVAL_S = 0.2
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
 SECRET_ARGS = ("--api-secret",)
-INFRA = ("redis", "exchange_sim")  # what the services need: stopped after them
+INFRA = ("redis", "exchange_sim")
+# Days of closed candles the simulator serves from its start: `tradebot download --days 30`
+# against it gets them all.
+SIM_HISTORY_DAYS = 35  # what the services need: stopped after them
 
 log = logging.getLogger("tradebot up")
 
@@ -156,6 +159,7 @@ def plan_processes(
                     "--fee-rate", str(settings.fee_rate),
                     "--timeframe", settings.timeframe,
                     "--speed", f"{speed:g}",
+                    "--warmup", str(SIM_HISTORY_DAYS * 86_400_000 // settings.timeframe_ms),
                     "--api-key", key,
                     "--api-secret", secret,
                     "--log-dir", str(log_dir),

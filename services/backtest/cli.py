@@ -10,14 +10,14 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Annotated, NoReturn
 
-import pandas as pd
 import typer
 
 from services.backtest.engine import BacktestConfig, Progress, run_backtest
 from services.backtest.report import iso_utc, write_report
-from shared.candles import MIN_PLAUSIBLE_MS, DataError, find_gaps, load_candles
+from shared.candles import DataError, find_gaps, load_candles, parse_when
 from shared.clikit import os_error_text, tradebot_version
 from shared.config import ConfigError, env_name, exit_bad_config, load_settings
+from shared.history import store_folder
 from shared.synthetic import generate_candles
 
 EXIT_BAD_INPUT = 2
@@ -52,25 +52,11 @@ def fail(message: str) -> NoReturn:
 
 
 def parse_time(text: str | None, option: str) -> int | None:
-    """Parse --from/--to given as ms since epoch or ISO 8601 (UTC unless an offset is given)."""
-    if text is None:
-        return None
-    if text.strip().lstrip("-").isdigit():
-        ms = int(text)
-        if abs(ms) < MIN_PLAUSIBLE_MS:
-            fail(
-                f"{option} {text} is before 1973 as milliseconds: if it is seconds, give "
-                f"{ms * 1000} (ms) or an ISO date"
-            )
-        if abs(ms) >= MAX_PLAUSIBLE_MS:
-            fail(f"{option} {text} is after 5138 as milliseconds: give ms or an ISO date")
-        return ms
+    """Parse --from/--to (ms since epoch or ISO 8601); exit 2 with one line if it is neither."""
     try:
-        ts = pd.Timestamp(text)
-    except (ValueError, OverflowError):
-        fail(f"{option} {text!r} is neither ms since epoch nor ISO 8601")
-    ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
-    return int(ts.value // 1_000_000)
+        return parse_when(text, option)
+    except ValueError as e:
+        fail(str(e))
 
 
 @contextmanager
@@ -96,7 +82,10 @@ def register(app: typer.Typer) -> None:
     @app.command(short_help="Replay the strategy over candles and write the report.")
     def backtest(
         data: Annotated[
-            Path | None, typer.Option("--data", help="CSV/Parquet file or folder of them.")
+            Path | None,
+            typer.Option(
+                "--data", help="CSV/Parquet file or folder (default: the downloaded candles)."
+            ),
         ] = None,
         synthetic: Annotated[
             tuple[int, float, int] | None,
@@ -120,14 +109,36 @@ def register(app: typer.Typer) -> None:
             Path | None, typer.Option("--config", help="TOML settings file; TB_* env wins.")
         ] = None,
         out: Annotated[Path, typer.Option("--out", help="Output folder.")] = Path("out/backtest"),
+        exchange: Annotated[
+            str | None,
+            typer.Option(
+                "--exchange",
+                metavar="ID",
+                help="Whose downloaded candles to read when neither --data nor --synthetic is"
+                " given (default TB_EXCHANGE).",
+            ),
+        ] = None,
     ) -> None:
         """Replay the strategy; write trades.csv, summary.json, equity.png and report.html."""
         try:
             settings = load_settings(config_file)
         except ConfigError as e:
             exit_bad_config(e)
-        if (data is None) == (synthetic is None):
-            fail("give exactly one of --data PATH or --synthetic SYMBOLS DAYS SEED")
+        if data is not None and synthetic is not None:
+            fail("give --data PATH or --synthetic SYMBOLS DAYS SEED, not both")
+        if data is None and synthetic is None:  # the local store, as `tradebot download` fills it
+            data = store_folder(
+                settings.data_dir.resolve(), exchange or settings.exchange, settings.timeframe
+            )
+            if not data.is_dir():
+                fail(
+                    f"no downloaded candles in {data}: run `tradebot download` first, or give"
+                    " --data PATH or --synthetic SYMBOLS DAYS SEED"
+                )
+        elif exchange is not None:
+            fail(
+                "--exchange names which downloaded candles to read: not with --data or --synthetic"
+            )
         if not equity > 0:
             fail(f"--equity {equity} must be positive")
         from_ms = parse_time(from_, "--from")

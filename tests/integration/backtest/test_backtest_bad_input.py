@@ -75,10 +75,13 @@ def test_missing_path(tmp_path: Path) -> None:
     )
 
 
-def test_needs_exactly_one_source(tmp_path: Path) -> None:
-    code, output = invoke("--out", str(tmp_path))
+def test_without_a_source_it_reads_the_downloads_and_says_when_there_are_none(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setenv("TB_DATA_DIR", str(tmp_path / "data"))
+    code, output = invoke("--out", str(tmp_path / "o"))
     assert code == 2
-    assert "give exactly one of --data PATH or --synthetic" in output
+    assert f"no downloaded candles in {tmp_path / 'data/candles/sim/5m'}" in output
 
 
 def test_from_must_precede_to(tmp_path: Path) -> None:
