@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
 import time
@@ -12,12 +13,13 @@ from typing import Annotated, NoReturn
 
 import typer
 
+from services.backtest.download import load_limits
 from services.backtest.engine import BacktestConfig, Progress, run_backtest
 from services.backtest.report import iso_utc, write_report
 from shared.candles import DataError, find_gaps, load_candles, parse_when
 from shared.clikit import os_error_text, tradebot_version
 from shared.config import ConfigError, env_name, exit_bad_config, load_settings
-from shared.history import store_folder
+from shared.history import MARKETS_FILE, store_folder
 from shared.synthetic import generate_candles
 
 EXIT_BAD_INPUT = 2
@@ -174,6 +176,16 @@ def register(app: typer.Typer) -> None:
             typer.echo(f"warning: {len(gaps) - MAX_GAP_LINES} more gap(s)", err=True)
         prepare_out(out)
         cfg = BacktestConfig.from_settings(settings, equity, from_ms, to_ms)
+        # Market rules saved beside a candle folder (tradebot download writes them): the
+        # backtest then sizes as the exchange would, no lot below its minimum.
+        rules = data.parent / MARKETS_FILE if data is not None and data.is_dir() else None
+        if rules is not None and rules.exists():
+            try:
+                cfg = dataclasses.replace(cfg, limits=load_limits(rules))
+            except DataError as e:
+                fail(str(e))
+        else:
+            rules = None
         total = sum(len(f) for f in frames.values())
         started = time.perf_counter()
         show = sys.stderr.isatty() and total >= PROGRESS_MIN_CANDLES
@@ -193,6 +205,7 @@ def register(app: typer.Typer) -> None:
             "from": iso_utc(from_ms) if from_ms is not None else None,
             "to": iso_utc(to_ms) if to_ms is not None else None,
             "equity": equity,
+            "market_rules": str(rules) if rules is not None else None,
             "tradebot_version": tradebot_version(),
             "settings": {env_name(name): getattr(settings, name) for name in STRATEGY_SETTINGS},
         }

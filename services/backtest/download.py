@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -13,6 +14,7 @@ from typing import Annotated, NoReturn
 import typer
 
 from services.backtest.report import iso_utc
+from services.signals.sizing import MarketLimits
 from shared.candles import DataError, parse_when
 from shared.config import TIMEFRAME_MS, ConfigError, Settings, exit_bad_config, load_settings
 from shared.exchange import ExchangeClient, Tuning
@@ -36,6 +38,24 @@ def fail(message: str, code: int = EXIT_BAD_INPUT) -> NoReturn:
     """Print one error line to stderr and exit (2: bad input, 1: the exchange failed us)."""
     typer.echo(f"download error: {message}", err=True)
     raise typer.Exit(code)
+
+
+def load_limits(path: Path) -> dict[str, MarketLimits]:
+    """Return the order limits saved in a markets.json, by ``BASE/QUOTE`` (the candle files'
+    symbols); raise DataError naming the file if it cannot be read."""
+    try:
+        saved = json.loads(path.read_text())
+        return {
+            name: MarketLimits(
+                amount_step=m.get("amount_step") or 0.0,
+                min_amount=m.get("min_amount") or 0.0,
+                min_notional=m.get("min_notional") or 0.0,
+                max_amount=m.get("max_amount") or 0.0,
+            )
+            for name, m in saved.items()
+        }
+    except (OSError, ValueError, TypeError, AttributeError) as e:
+        raise DataError(path, f"unreadable market rules ({type(e).__name__}: {e})") from None
 
 
 def source_settings(settings: Settings, exchange: str | None) -> Settings:

@@ -8,17 +8,21 @@ store's file is whole, on the grid and equal to what the exchange serves.
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
+import pandas as pd
 import pytest
+from typer.testing import CliRunner
 
 from services.backtest.download import run_download
 from services.exchange_sim.market import Market
 from shared.candles import load_candles
+from shared.cli import app
 from shared.config import Settings
 from shared.history import PAGE_LIMIT, Fetched, read_stored, store_folder, write_atomic
 from tests.fixtures.sim import SimHandle, running_sim
@@ -128,3 +132,25 @@ async def test_a_killed_download_resumes_with_a_whole_file(tmp_path: Path) -> No
     frame = load_candles(path, timeframe_ms=60_000)["BTC/USDT"]
     assert np.all(np.diff(frame["timestamp"].to_numpy()) == 60_000)
     assert not [p for p in path.parent.iterdir() if p.name.startswith(".")]  # no leftovers
+
+
+async def test_the_backtest_reads_the_store_and_sizes_with_the_market_rules(
+    market: SimHandle, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    settings = settings_for(market, tmp_path / "data")
+    done = await run_download(settings, None, 3, 6.5, None, None, "5m", False, FAST)
+    assert len(done) == 3
+    monkeypatch.setenv("TB_DATA_DIR", str(tmp_path / "data"))
+    out = tmp_path / "bt"
+    result = CliRunner().invoke(app, ["backtest", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    summary = json.loads((out / "summary.json").read_text())
+    rules = json.loads((tmp_path / "data/candles/sim/markets.json").read_text())
+    assert summary["inputs"]["market_rules"] == str(tmp_path / "data/candles/sim/markets.json")
+    assert sorted(summary["inputs"]["symbols"]) == sorted(rules)
+    trades = pd.read_csv(out / "trades.csv")
+    assert len(trades) > 0
+    for t in trades.itertuples():
+        step = rules[t.symbol]["amount_step"]
+        assert t.quantity >= rules[t.symbol]["min_amount"]
+        assert abs(t.quantity / step - round(t.quantity / step)) < 1e-6, (t.symbol, t.quantity)
