@@ -6,8 +6,11 @@ Rows in error messages are 1-based data rows (the header is not counted).
 
 What is read, and what is refused rather than guessed:
 
-- Files ``.csv``, ``.csv.gz``, ``.parquet``/``.pq``; a folder holding any other file (a
-  ``.feather``, a ``.json``) is refused, naming it, so no symbol is dropped silently.
+- Files ``.csv``, ``.csv.gz``, ``.parquet``/``.pq``; freqtrade's ``.feather`` and ``.json``
+  (``BTC_USDT_USDT-5m-futures.feather``; its mark, index and funding-rate files are refused,
+  naming them); Binance's public kline dumps (``BTCUSDT-5m-2025-01.zip``, with or without a
+  header row). A folder holding any other file is refused, naming it, so no symbol is dropped
+  silently. Several files of one symbol (monthly dumps) are joined; an overlap is refused.
 - Column names in any case (``Open``, ``CLOSE``); the time column may also be called
   ``date``, ``time``, ``datetime`` or ``open_time``.
 - Timestamps as ISO 8601 or as a number since the epoch in seconds, milliseconds,
@@ -22,6 +25,9 @@ What is read, and what is refused rather than guessed:
 
 from __future__ import annotations
 
+import itertools
+import json
+import re
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -31,7 +37,15 @@ import pandas as pd
 
 COLUMNS = ("timestamp", "open", "high", "low", "close", "volume")
 PRICE_COLUMNS = ("open", "high", "low", "close")
-SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq")
+SUFFIXES = (".csv", ".csv.gz", ".parquet", ".pq", ".feather", ".json", ".zip")
+# A Binance public kline dump (data.binance.vision), one CSV in a zip; older files have no
+# header row. open_time is in microseconds from 2025 on.
+BINANCE_DUMP_COLUMNS = (
+    "open_time", "open", "high", "low", "close", "volume", "close_time", "quote_volume",
+    "count", "taker_buy_volume", "taker_buy_quote_volume", "ignore",
+)  # fmt: skip
+# freqtrade's candle types besides trade candles: same symbol, other prices.
+FREQTRADE_OTHER_KINDS = ("mark", "index", "premiumindex", "funding_rate")
 # Any ms timestamp below this (1973-03-03) is almost surely seconds, not milliseconds.
 MIN_PLAUSIBLE_MS = 100_000_000_000
 MAX_PLAUSIBLE_MS = 100_000_000_000_000  # year 5138: a larger number is µs or ns, not ms
@@ -69,22 +83,42 @@ class Gap:
     missing: int
 
 
-def symbol_from_stem(stem: str) -> str:
-    """Turn a file name (without suffix) into a symbol: ``BTC_USDT``, ``btc_usdt``,
-    ``BTC-USDT``, ``BTCUSDT`` and freqtrade's ``BTC_USDT_USDT-5m-futures`` -> ``BTC/USDT``;
-    a name in none of these forms is kept as it is."""
-    name = stem.split("-", 1)[0] if stem.count("-") >= 1 and "_" in stem else stem
-    if "_" in name:
-        base, quote = name.split("_")[:2]  # freqtrade adds _SETTLE: BTC_USDT_USDT
-        return f"{base}/{quote}".upper()
-    if "-" in name:
-        base, _, quote = name.partition("-")
-        return f"{base}/{quote}".upper()
-    upper = name.upper()
+_FREQTRADE = re.compile(
+    r"^(?P<base>[A-Za-z0-9]+)_(?P<quote>[A-Za-z0-9]+)(?:_[A-Za-z0-9]+)?"
+    r"(?:-(?P<tf>\d+[smhdwM])(?:-(?P<kind>[A-Za-z_]+))?)?$"
+)
+_DUMP = re.compile(r"^(?P<pair>[A-Za-z0-9]+)-(?P<tf>\d+[smhdwM])-\d{4}-\d{2}(?:-\d{2})?$")
+_DASHED = re.compile(r"^(?P<base>[A-Za-z0-9]+)-(?P<quote>[A-Za-z]+)$")
+
+
+def _split_pair(pair: str) -> str | None:
+    upper = pair.upper()
     for quote in QUOTES:
         if upper.endswith(quote) and len(upper) > len(quote) and upper.isalnum():
             return f"{upper[: -len(quote)]}/{quote}"
-    return stem
+    return None
+
+
+def parse_name(stem: str) -> tuple[str, str | None]:
+    """Return the symbol a file name names, and freqtrade's candle type when it gives one.
+
+    ``BTC_USDT``, ``btc_usdt``, ``BTC-USDT``, ``BTCUSDT``, freqtrade's
+    ``BTC_USDT_USDT-5m-futures`` and Binance's dump ``BTCUSDT-5m-2025-01`` all name
+    ``BTC/USDT``; a name in none of these forms is kept as it is.
+    """
+    if m := _FREQTRADE.match(stem):
+        kind = m["kind"].lower() if m["kind"] else None
+        return f"{m['base']}/{m['quote']}".upper(), kind
+    if m := _DUMP.match(stem):
+        return _split_pair(m["pair"]) or m["pair"], None
+    if m := _DASHED.match(stem):
+        return f"{m['base']}/{m['quote']}".upper(), None
+    return _split_pair(stem) or stem, None
+
+
+def symbol_from_stem(stem: str) -> str:
+    """Turn a file name (without suffix) into a symbol (see ``parse_name``)."""
+    return parse_name(stem)[0]
 
 
 def file_kind(path: Path) -> str | None:
@@ -105,12 +139,24 @@ def _read_table(path: Path) -> pd.DataFrame:
     kind = file_kind(path)
     if kind is None:
         suffix = "".join(path.suffixes[-2:]) or path.name
-        raise DataError(path, f"unsupported file type {suffix!r} (use .csv, .csv.gz or .parquet)")
+        raise DataError(
+            path,
+            f"unsupported file type {suffix!r} (use .csv, .csv.gz, .parquet, .feather, .json"
+            " or a Binance .zip dump)",
+        )
     try:
         if kind in (".csv", ".csv.gz"):
             table = pd.read_csv(path, skip_blank_lines=False)
+        elif kind == ".zip":
+            table = _read_dump(path)
+        elif kind == ".feather":
+            table = pd.read_feather(path)
+        elif kind == ".json":
+            table = _read_freqtrade_json(path)
         else:
             table = pd.read_parquet(path)
+    except DataError:
+        raise
     except FileNotFoundError as e:
         raise DataError(path, "file not found") from e
     except Exception as e:
@@ -153,6 +199,32 @@ def parse_when(text: str | None, option: str) -> int | None:
         raise ValueError(f"{option} {text!r} is neither ms since epoch nor ISO 8601") from None
     ts = ts.tz_localize("UTC") if ts.tzinfo is None else ts.tz_convert("UTC")
     return int(ts.value // 1_000_000)
+
+
+def _read_dump(path: Path) -> pd.DataFrame:
+    """Read a Binance kline dump: a zipped CSV, with a header row or (older files) without."""
+    table = pd.read_csv(path, compression="zip", header=None, dtype=str)
+    if table.empty:
+        return table
+    if not str(table.iloc[0, 0]).strip().lstrip("-").isdigit():  # a header row
+        table = table.iloc[1:].reset_index(drop=True)
+    if table.shape[1] != len(BINANCE_DUMP_COLUMNS):
+        raise DataError(
+            path,
+            f"{table.shape[1]} columns, not the {len(BINANCE_DUMP_COLUMNS)} of a Binance dump",
+        )
+    table.columns = pd.Index(BINANCE_DUMP_COLUMNS)
+    return table
+
+
+def _read_freqtrade_json(path: Path) -> pd.DataFrame:
+    """Read freqtrade's JSON candles: a list of [ms, open, high, low, close, volume]."""
+    rows = json.loads(path.read_text())
+    if not isinstance(rows, list) or not all(isinstance(r, list) and len(r) == 6 for r in rows):
+        raise DataError(
+            path, "not freqtrade candles (a list of [ms, open, high, low, close, volume])"
+        )
+    return pd.DataFrame(rows, columns=list(COLUMNS))
 
 
 def _first_bad(mask: np.ndarray | pd.Series, rows: np.ndarray) -> int:
@@ -334,7 +406,11 @@ def _split(
         raise DataError(path, "no rows")
     rows = np.arange(1, len(table) + 1)
     if "symbol" not in table.columns:
-        name = symbol_from_stem(file_stem(path))
+        name, kind = parse_name(file_stem(path))
+        if kind in FREQTRADE_OTHER_KINDS:
+            raise DataError(
+                path, f"a freqtrade {kind} file, not trade candles: move it out of the folder"
+            )
         if symbols is not None and name not in symbols:
             return {}
         return {name: _validate(table, path, rows, timeframe_ms)}
@@ -376,16 +452,17 @@ def load_candles(
             )
             raise DataError(
                 path,
-                f"holds what is not candle data: {shown} (only .csv, .csv.gz and .parquet files;"
-                " move the rest out, so no symbol is left out unnoticed)",
+                f"holds what is not candle data: {shown} (only .csv, .csv.gz, .parquet, freqtrade's"
+                " .feather/.json and Binance's .zip dumps; move the rest out, so no symbol is left"
+                " out unnoticed)",
             )
         if not files:
             raise DataError(path, "folder holds no .csv or .parquet files")
+        parts: dict[str, list[tuple[Path, pd.DataFrame]]] = {}
         for file in files:
             for name, frame in _split(_read_table(file), file, symbols, timeframe_ms).items():
-                if name in out:
-                    raise DataError(file, f"symbol {name} appears in more than one file")
-                out[name] = frame
+                parts.setdefault(name, []).append((file, frame))
+        out = {name: _join(pieces) for name, pieces in parts.items()}
     else:
         out = _split(_read_table(path), path, symbols, timeframe_ms)
     if symbols is not None:
@@ -395,6 +472,17 @@ def load_candles(
     if not out:
         raise DataError(path, "no candles")
     return dict(sorted(out.items()))
+
+
+def _join(pieces: list[tuple[Path, pd.DataFrame]]) -> pd.DataFrame:
+    """Join one symbol's files (monthly dumps) in time order; refuse two that overlap."""
+    if len(pieces) == 1:
+        return pieces[0][1]
+    ordered = sorted(pieces, key=lambda p: int(p[1]["timestamp"].iloc[0]))
+    for (before, a), (after, b) in itertools.pairwise(ordered):
+        if int(b["timestamp"].iloc[0]) <= int(a["timestamp"].iloc[-1]):
+            raise DataError(after, f"overlaps {before.name}: the same symbol's candles twice")
+    return pd.concat([f for _, f in ordered], ignore_index=True)
 
 
 def infer_timeframe_ms(frames: dict[str, pd.DataFrame]) -> int:

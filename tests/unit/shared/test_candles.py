@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+import zipfile
 from pathlib import Path
 
 import pandas as pd
@@ -153,7 +155,15 @@ def test_a_column_given_twice_in_two_cases_is_refused(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     "stem",
-    ["BTC_USDT", "btc_usdt", "BTC-USDT", "BTCUSDT", "btcusdt", "BTC_USDT_USDT-5m-futures"],
+    [
+        "BTC_USDT",
+        "btc_usdt",
+        "BTC-USDT",
+        "BTCUSDT",
+        "btcusdt",
+        "BTC_USDT_USDT-5m-futures",
+        "BTCUSDT-5m-2025-01",
+    ],
 )
 def test_common_file_names_map_to_one_symbol(tmp_path: Path, stem: str) -> None:
     assert list(load_candles(write(tmp_path / f"{stem}.csv", good_rows()))) == ["BTC/USDT"]
@@ -172,14 +182,77 @@ def test_gzipped_csv_is_read_and_hidden_files_are_ignored(tmp_path: Path) -> Non
 
 def test_a_folder_with_other_files_is_refused_naming_them(tmp_path: Path) -> None:
     write(tmp_path / "BTC_USDT.csv", good_rows())
-    (tmp_path / "ETH_USDT_USDT-5m-futures.feather").write_bytes(b"feather")
-    (tmp_path / "SOL_USDT-5m.json").write_text("[]")
+    (tmp_path / "ETH_USDT.xlsx").write_bytes(b"PK")
+    (tmp_path / "notes.txt").write_text("my data")
     with pytest.raises(DataError) as err:
         load_candles(tmp_path)
     assert str(err.value) == (
-        f"{tmp_path}: holds what is not candle data: ETH_USDT_USDT-5m-futures.feather,"
-        " SOL_USDT-5m.json (only .csv, .csv.gz and .parquet files; move the rest out, so no"
-        " symbol is left out unnoticed)"
+        f"{tmp_path}: holds what is not candle data: ETH_USDT.xlsx, notes.txt (only .csv,"
+        " .csv.gz, .parquet, freqtrade's .feather/.json and Binance's .zip dumps; move the rest"
+        " out, so no symbol is left out unnoticed)"
+    )
+
+
+def freqtrade_frame(n: int = 3) -> pd.DataFrame:
+    """Candles as freqtrade stores them: a tz-aware ``date`` column, then OHLCV."""
+    return pd.DataFrame(
+        {
+            "date": pd.to_datetime([T0 + i * TF for i in range(n)], unit="ms", utc=True),
+            "open": 100.0,
+            "high": 101.0,
+            "low": 99.0,
+            "close": 100.5,
+            "volume": 10.0,
+        }
+    )
+
+
+def test_freqtrade_feather_and_json_are_read(tmp_path: Path) -> None:
+    freqtrade_frame().to_feather(tmp_path / "BTC_USDT_USDT-5m-futures.feather")
+    rows = [[T0 + i * TF, 100, 101, 99, 100.5, 10] for i in range(3)]
+    (tmp_path / "ETH_USDT_USDT-5m-futures.json").write_text(json.dumps(rows))
+    frames = load_candles(tmp_path, timeframe_ms=TF)
+    assert list(frames) == ["BTC/USDT", "ETH/USDT"]
+    assert frames["BTC/USDT"].equals(frames["ETH/USDT"])
+    assert frames["BTC/USDT"]["timestamp"].tolist() == [T0, T0 + TF, T0 + 2 * TF]
+
+
+def test_freqtrade_mark_and_funding_files_are_refused(tmp_path: Path) -> None:
+    freqtrade_frame().to_feather(tmp_path / "BTC_USDT_USDT-5m-futures.feather")
+    freqtrade_frame().to_feather(tmp_path / "BTC_USDT_USDT-1h-funding_rate.feather")
+    with pytest.raises(DataError, match="a freqtrade funding_rate file, not trade candles"):
+        load_candles(tmp_path)
+
+
+def dump(path: Path, start: int, n: int, scale: int, header: bool) -> Path:
+    """Write a Binance kline dump: a zip holding one CSV, open_time in ms or (2025+) us."""
+    rows = [
+        f"{(start + i * TF) * scale},100,101,99,100.5,10,{(start + (i + 1) * TF - 1) * scale},"
+        "1000,5,4,400,0"
+        for i in range(n)
+    ]
+    head = "open_time,open,high,low,close,volume,close_time,quote_volume,count,"
+    head += "taker_buy_volume,taker_buy_quote_volume,ignore\n"
+    with zipfile.ZipFile(path, "w") as z:
+        z.writestr(path.with_suffix(".csv").name, (head if header else "") + "\n".join(rows))
+    return path
+
+
+def test_binance_monthly_dumps_in_ms_and_us_are_joined(tmp_path: Path) -> None:
+    dump(tmp_path / "BTCUSDT-5m-2024-12.zip", T0, 3, 1, header=False)  # older: no header, ms
+    dump(tmp_path / "BTCUSDT-5m-2025-01.zip", T0 + 3 * TF, 3, 1000, header=True)  # 2025: us
+    frame = load_candles(tmp_path, timeframe_ms=TF)["BTC/USDT"]
+    assert frame["timestamp"].tolist() == [T0 + i * TF for i in range(6)]
+    assert frame["close"].tolist() == [100.5] * 6
+
+
+def test_overlapping_files_of_one_symbol_are_refused(tmp_path: Path) -> None:
+    dump(tmp_path / "BTCUSDT-5m-2024-12.zip", T0, 3, 1, header=True)
+    later = dump(tmp_path / "BTCUSDT-5m-2025-01.zip", T0 + 2 * TF, 3, 1, header=True)
+    with pytest.raises(DataError) as err:
+        load_candles(tmp_path, timeframe_ms=TF)
+    assert str(err.value) == (
+        f"{later}: overlaps BTCUSDT-5m-2024-12.zip: the same symbol's candles twice"
     )
 
 
