@@ -18,14 +18,17 @@ import os
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import pandas as pd
 
 from shared.candles import COLUMNS, DataError, check_frame
 from shared.config import TIMEFRAME_MS
-from shared.exchange import ExchangeClient
 from shared.exchange_models import MarketInfo
+
+if TYPE_CHECKING:  # ccxt is heavy: imported by whoever builds the client
+    from shared.exchange import ExchangeClient
 
 STORE_DIR = "candles"
 MARKETS_FILE = "markets.json"

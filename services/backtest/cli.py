@@ -35,6 +35,14 @@ STRATEGY_SETTINGS = (
 )  # fmt: skip  # year 5138: a larger number is µs or ns, not ms
 
 
+def peak_rss_mb() -> float:
+    """Return this process's peak resident memory so far, in MB (the backtest's footprint)."""
+    import resource
+
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 2**10  # bytes on macOS, else KB
+
+
 def prepare_out(out: Path) -> None:
     """Create the output folder before any work, or exit 2 naming why it cannot be."""
     if out.exists() and not out.is_dir():
@@ -209,9 +217,11 @@ def register(app: typer.Typer) -> None:
             "tradebot_version": tradebot_version(),
             "settings": {env_name(name): getattr(settings, name) for name in STRATEGY_SETTINGS},
         }
-        summary = write_report(result, out, tf, time.perf_counter() - started, inputs)
+        elapsed = time.perf_counter() - started
+        summary = write_report(result, out, tf, elapsed, inputs, peak_rss_mb())
         typer.echo(
             f"{summary['trades']} trades, return {summary['return_pct']:.2f}%, "
             f"max drawdown {summary['max_drawdown_pct']:.2f}%, "
-            f"{summary['candles']} candles in {summary['elapsed_s']:.2f}s -> {out}"
+            f"{summary['candles']} candles in {summary['elapsed_s']:.2f}s, "
+            f"peak memory {summary['peak_rss_mb']:.0f} MB -> {out}"
         )

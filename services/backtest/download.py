@@ -9,7 +9,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import TYPE_CHECKING, Annotated, NoReturn
 
 import typer
 
@@ -17,8 +17,6 @@ from services.backtest.report import iso_utc
 from services.signals.sizing import MarketLimits
 from shared.candles import DataError, parse_when
 from shared.config import TIMEFRAME_MS, ConfigError, Settings, exit_bad_config, load_settings
-from shared.exchange import ExchangeClient, Tuning
-from shared.exchange_errors import ExchangeFailure
 from shared.exchange_models import MarketInfo
 from shared.history import (
     DAY_MS,
@@ -30,6 +28,9 @@ from shared.history import (
     store_file,
     store_folder,
 )
+
+if TYPE_CHECKING:  # ccxt is heavy: loaded only when a download runs, not for every command
+    from shared.exchange import Tuning
 
 EXIT_BAD_INPUT = 2
 
@@ -121,6 +122,8 @@ async def run_download(
     tuning: Tuning | None = None,
 ) -> list[Fetched]:
     """Download every chosen symbol's missing candles into the store; return what was done."""
+    from shared.exchange import ExchangeClient
+
     client = ExchangeClient.from_settings(settings, tuning)
     try:
         await client.start()
@@ -217,6 +220,8 @@ def register(app: typer.Typer) -> None:
             fail("--symbols is empty")
         source = source_settings(settings, exchange)
         started = time.perf_counter()
+        from shared.exchange_errors import ExchangeFailure
+
         try:
             done = asyncio.run(
                 run_download(

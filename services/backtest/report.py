@@ -239,6 +239,7 @@ PEOPLE: dict[str, tuple[str, Any]] = {
     "candles": ("Candles", lambda v: f"{v:,}"),
     "symbols": ("Symbols", lambda v: f"{v:,}"),
     "elapsed_s": ("Run time", lambda v: f"{v:.2f} s"),
+    "peak_rss_mb": ("Peak memory", lambda v: f"{v:,.0f} MB"),
 }
 
 
@@ -253,6 +254,7 @@ def write_report(
     timeframe_ms: int,
     elapsed_s: float,
     inputs: dict[str, Any] | None = None,
+    peak_rss_mb: float | None = None,
 ) -> dict[str, Any]:
     """Write the four outputs into out (created if needed) and return the summary.
 
@@ -263,6 +265,8 @@ def write_report(
     trades = trades_frame(result.trades)
     trades.to_csv(out / "trades.csv", index=False)
     summary = summarize(result, timeframe_ms, elapsed_s)
+    if peak_rss_mb is not None:
+        summary["peak_rss_mb"] = round(peak_rss_mb, 1)
     if inputs is not None:
         summary["inputs"] = inputs
     (out / "summary.json").write_text(json.dumps(summary, indent=2) + "\n")

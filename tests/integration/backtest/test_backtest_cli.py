@@ -266,6 +266,7 @@ def test_the_report_records_its_inputs_and_formats_figures_for_people(tmp_path: 
     assert (inputs["first_candle"], inputs["last_candle"]) == (iso(T0), iso(T0 + 5 * TF))
     assert (inputs["from"], inputs["to"], inputs["equity"]) == (iso(T0 + TF), None, 10_000.0)
     assert inputs["tradebot_version"] != "unknown"
+    assert summary["peak_rss_mb"] > 0  # printed too: the footprint of the run
     settings = inputs["settings"]
     assert (settings["TB_VR_WINDOW"], settings["TB_FEE_RATE"], settings["TB_SL_PCT"]) == (
         2,
