@@ -25,6 +25,7 @@ from shared.candles import load_candles
 from shared.cli import app
 from shared.config import Settings
 from shared.history import PAGE_LIMIT, Fetched, read_stored, store_folder, write_atomic
+from shared.metrics import EXCHANGE_REQUESTS
 from tests.fixtures.sim import SimHandle, running_sim
 from tests.integration.exchange.conftest import FAST
 
@@ -60,7 +61,9 @@ async def market() -> AsyncIterator[SimHandle]:
 async def test_pages_across_the_limit_then_tops_up_only_the_new_candles(
     market: SimHandle, tmp_path: Path
 ) -> None:
+    asked = EXCHANGE_REQUESTS.labels("ohlcv")._value.get()
     [first] = await download(market, tmp_path, days=6.5)  # 1,872 candles: two pages of 1,000
+    assert EXCHANGE_REQUESTS.labels("ohlcv")._value.get() == asked + 2  # counted as klines
     wanted = int(6.5 * 288)
     assert (first.new, first.total, first.requests) == (wanted, wanted, 2)
     assert wanted > PAGE_LIMIT

@@ -183,3 +183,45 @@ def test_a_log_axis_only_when_equity_spans_a_decade() -> None:
     assert log_scale(np.array([10_000.0, 900.0]))  # a blown account too
     assert not log_scale(np.array([1_000.0, 0.0, 20_000.0]))  # zero cannot go on a log axis
     assert not log_scale(np.array([]))
+
+
+def test_figures_for_people_sign_only_the_return() -> None:
+    from services.backtest.report import for_people
+
+    shown = dict(
+        for_people(
+            {
+                "return_pct": 12.345,
+                "max_drawdown_pct": 6.7,
+                "total_pnl": -1234.5,
+                "start_equity": 10_000.0,
+                "win_rate": 0.25,
+                "profit_factor": None,
+                "trades": 1234,
+                "peak_rss_mb": 321.5,
+            }
+        )
+    )
+    assert shown == {
+        "Return": "+12.35 %",
+        "Max drawdown": "6.70 %",
+        "Total PnL": "-1,234.50",
+        "Start equity": "10,000.00",
+        "Trades": "1,234",
+        "Win rate": "25.00 %",
+        "Profit factor": "none lost",
+        "Peak memory": "322 MB",
+    }
+
+
+def test_a_blown_account_below_one_dollar_still_gets_a_log_axis() -> None:
+    from services.backtest.report import log_scale
+
+    assert log_scale(np.array([1_000.0, 0.5]))
+
+
+def test_peak_memory_is_recorded_to_a_tenth_of_a_mb(tmp_path: Path) -> None:
+    summary = write_report(result([1_000.0, 990.0], [-10.0]), tmp_path, TF_MS, 1.0, None, 123.456)
+    assert summary["peak_rss_mb"] == 123.5
+    assert json.loads((tmp_path / "summary.json").read_text())["peak_rss_mb"] == 123.5
+    assert "inputs" not in summary  # none given: none recorded
