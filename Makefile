@@ -34,10 +34,10 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy shared services tests bench
 
+# Every benchmark in turn (a few minutes); their figures, each with the baseline measured in
+# the same run, go to bench/results.md (docs/performance.md says what each measures).
 bench: $(STAMP)
-	$(BIN)/python bench/bus.py
-	$(BIN)/python bench/backtest.py
-	$(BIN)/python bench/aof_fsync.py
+	$(BIN)/python bench/run_all.py
 
 # The long chaos run: the whole bot broken on a seeded schedule for MINUTES (default 30),
 # then checked; prints the summary and writes it to out/chaos-summary.json (tests/chaos).
