@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import sys
 import time
 from collections.abc import Callable, Iterator
@@ -220,6 +221,8 @@ def register(app: typer.Typer) -> None:
             fail("--symbols is empty")
         source = source_settings(settings, exchange)
         started = time.perf_counter()
+        # The client's retry warnings, as lines of this command (the last one says it all).
+        logging.basicConfig(level=logging.WARNING, format="download: %(message)s")
         from shared.exchange_errors import ExchangeFailure
 
         try:
