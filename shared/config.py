@@ -150,6 +150,27 @@ def _url_password(url: str) -> str | None:
         return None
 
 
+def _seen() -> dict[str, str]:
+    """Return where the current load_settings() call records each value's origin."""
+    origins = _origins.get()
+    return {} if origins is None else origins
+
+
+def _read_text(path: Path, named: str, kind: str, not_folder: str) -> str:
+    """Return a settings file's UTF-8 text; raise ConfigError naming it as ``named`` when it
+    is missing, a folder, unreadable or not text."""
+    try:
+        return path.read_text(encoding="utf-8")
+    except FileNotFoundError:
+        raise ConfigError(f"{named}: {kind} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{named}: is a folder, not {not_folder}") from None
+    except OSError as e:
+        raise ConfigError(f"{named}: cannot read it ({e.strerror or e})") from None
+    except UnicodeDecodeError:
+        raise ConfigError(f"{named}: not a text file (not UTF-8)") from None
+
+
 class TomlFileSource(PydanticBaseSettingsSource):
     """Read settings from the TOML file given by --config or TB_CONFIG; keys in any case.
 
@@ -164,23 +185,13 @@ class TomlFileSource(PydanticBaseSettingsSource):
         if not raw:
             return
         named = f"--config {raw}" if given is not None else f"{CONFIG_ENV}={raw}"
-        path = Path(raw)
+        text = _read_text(Path(raw), named, "config file", "a TOML file")
         try:
-            with path.open("rb") as fh:
-                loaded = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError(f"{named}: config file not found") from None
-        except IsADirectoryError:
-            raise ConfigError(f"{named}: is a folder, not a TOML file") from None
-        except OSError as e:
-            raise ConfigError(f"{named}: cannot read it ({e.strerror or e})") from None
-        except UnicodeDecodeError:
-            raise ConfigError(f"{named}: not a text file (not UTF-8)") from None
+            loaded = tomllib.loads(text)
         except tomllib.TOMLDecodeError as e:
             raise ConfigError(f"{named}: not valid TOML ({e})") from None
         fields = settings_cls.model_fields
-        origins = _origins.get()
-        origins = {} if origins is None else origins
+        origins = _seen()
         for key, value in loaded.items():
             name = key.lower().removeprefix(ENV_PREFIX.lower())
             if name not in fields:
@@ -218,23 +229,13 @@ class SecretFileSource(PydanticBaseSettingsSource):
     def __init__(self, settings_cls: type[BaseSettings]) -> None:
         super().__init__(settings_cls)
         self._data: dict[str, str] = {}
-        origins = _origins.get()
-        origins = {} if origins is None else origins
+        origins = _seen()
         for name in SECRET_FIELDS:
             var = secret_file_env(name)
             raw = _env_get(var)
             if raw is None:
                 continue
-            try:
-                text = Path(raw).read_text(encoding="utf-8")
-            except FileNotFoundError:
-                raise ConfigError(f"{var}={raw}: file not found") from None
-            except IsADirectoryError:
-                raise ConfigError(f"{var}={raw}: is a folder, not a file") from None
-            except OSError as e:
-                raise ConfigError(f"{var}={raw}: cannot read it ({e.strerror or e})") from None
-            except UnicodeDecodeError:
-                raise ConfigError(f"{var}={raw}: not a text file (not UTF-8)") from None
+            text = _read_text(Path(raw), f"{var}={raw}", "file", "a file")
             value = text.removesuffix("\n").removesuffix("\r")
             if not value.strip():
                 raise ConfigError(f"{var}={raw}: the file is empty")
