@@ -18,7 +18,7 @@ from services.backtest.engine import BacktestConfig, Progress, run_backtest
 from services.backtest.report import iso_utc, write_report
 from shared.candles import DataError, find_gaps, load_candles, parse_when
 from shared.clikit import os_error_text, tradebot_version
-from shared.config import ConfigError, env_name, exit_bad_config, load_settings
+from shared.config import env_name, settings_or_exit
 from shared.history import MARKETS_FILE, store_folder
 from shared.synthetic import generate_candles
 
@@ -130,10 +130,7 @@ def register(app: typer.Typer) -> None:
         ] = None,
     ) -> None:
         """Replay the strategy; write trades.csv, summary.json, equity.png and report.html."""
-        try:
-            settings = load_settings(config_file)
-        except ConfigError as e:
-            exit_bad_config(e)
+        settings = settings_or_exit(config_file)
         if data is not None and synthetic is not None:
             fail("give --data PATH or --synthetic SYMBOLS DAYS SEED, not both")
         if data is None and synthetic is None:  # the local store, as `tradebot download` fills it

@@ -17,7 +17,7 @@ import typer
 from services.backtest.report import iso_utc
 from services.signals.sizing import MarketLimits
 from shared.candles import DataError, parse_when
-from shared.config import TIMEFRAME_MS, ConfigError, Settings, exit_bad_config, load_settings
+from shared.config import TIMEFRAME_MS, Settings, settings_or_exit
 from shared.exchange_models import MarketInfo
 from shared.history import (
     DAY_MS,
@@ -201,10 +201,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download closed candles (public klines, no keys needed) into
         DATA_DIR/candles/<exchange>/<timeframe>/, fetching only what is missing."""
-        try:
-            settings = load_settings(config_file)
-        except ConfigError as e:
-            exit_bad_config(e)
+        settings = settings_or_exit(config_file)
         if symbols is not None and top is not None:
             fail("give --symbols or --top, not both")
         if days is not None and from_ is not None:
