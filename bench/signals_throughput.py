@@ -102,10 +102,15 @@ async def bare_loop(client: aioredis.Redis, total: int) -> float:
     return done / (time.perf_counter() - started)
 
 
-async def workers(client: aioredis.Redis, url: str, n: int, total: int) -> float:
-    """Run n signals worker processes over the backlog; return candles per second."""
+async def workers(client: aioredis.Redis, url: str, n: int, total: int, top_n: int) -> float:
+    """Run n signals worker processes over the backlog; return candles per second.
+
+    TOP_N is the number of symbols, as in a bot trading them all (it sizes the workers'
+    cache of decoded candles).
+    """
     env = {k: v for k, v in os.environ.items() if not k.upper().startswith("TB_")}
     env |= {"TB_REDIS_URL": url, "TB_METRICS_PORT": "0", "TB_TIMEFRAME": TF}
+    env |= {"TB_TOP_N": str(top_n)}
     env |= {"TB_LOG_LEVEL": "WARNING", "PYTHONUNBUFFERED": "1"}
     procs = [
         await asyncio.create_subprocess_exec(
@@ -143,7 +148,7 @@ async def run(symbols: int, closes: int) -> dict[str, float]:
                 if n == 0:
                     rates[name] = await bare_loop(client, total)
                 else:
-                    rates[name] = await workers(client, server.url, n, total)
+                    rates[name] = await workers(client, server.url, n, total, symbols)
                 print(
                     f"  {name:<10} {rates[name]:>10,.0f} candles/s  ({total:,} candles)", flush=True
                 )

@@ -10,6 +10,11 @@ an ack (it keeps killing its consumer) is copied to the dead-letter stream and a
 one transaction. A failed entry is retried after later entries, so order is not kept
 across failures.
 
+A consumer may also take a batch handler: it gets every entry of one read that decoded
+(``[(message, entry_id), ...]``) at once, so it can share round trips among them; if it
+raises, the same entries go through the per-entry handler one by one, so a failure is
+still counted, retried and dead-lettered per entry.
+
 Redis outages: every bus operation that talks to Redis on its own (a consumer's poll,
 ``publish``, ``publish_many``) rides out a connection failure for ``outage_s`` seconds
 (``OUTAGE_S``, 60 s), retrying with capped exponential backoff and logging each retry with
@@ -34,6 +39,7 @@ from shared import keys
 from shared.log import error_text
 from shared.metrics import (
     BUS_ACKED,
+    BUS_BATCH_FALLBACKS,
     BUS_HANDLER_ERRORS,
     BUS_PUBLISHED,
     BUS_RECLAIMED,
@@ -47,6 +53,7 @@ log = logging.getLogger(__name__)
 M = TypeVar("M", bound=Message)
 T = TypeVar("T")
 Handler = Callable[[M, str], Awaitable[None]]
+BatchHandler = Callable[[list[tuple[M, str]]], Awaitable[None]]
 Entry = tuple[bytes, dict[bytes, bytes] | None]
 
 _FIELD = FIELD.encode()
@@ -209,6 +216,7 @@ class Consumer(Generic[M]):
         max_deliveries: int = 5,
         start_id: str = "0",
         reconnect_for_s: float = OUTAGE_S,
+        batch_handler: BatchHandler[M] | None = None,
     ) -> None:
         if block_ms <= 0 or count <= 0 or max_deliveries <= 0 or reclaim_idle_ms <= 0:
             raise ValueError("count, block_ms, reclaim_idle_ms and max_deliveries must be > 0")
@@ -223,6 +231,7 @@ class Consumer(Generic[M]):
         self.group = group
         self.name = name
         self.handler = handler
+        self.batch_handler = batch_handler
         self.model = model
         self.count = count
         self.block_ms = block_ms
@@ -234,6 +243,7 @@ class Consumer(Generic[M]):
         self._next_reclaim = 0.0
         self._acked = BUS_ACKED.labels(stream, group)
         self._errors = BUS_HANDLER_ERRORS.labels(stream, group)
+        self._fallbacks = BUS_BATCH_FALLBACKS.labels(stream, group)
         self._reclaimed = BUS_RECLAIMED.labels(stream, group)
         self._trimmed = BUS_TRIMMED.labels(stream, group)
 
@@ -325,9 +335,10 @@ class Consumer(Generic[M]):
             low = b"(" + pending[-1]["message_id"]
 
     async def _handle(self, entries: list[Entry], deliveries: dict[bytes, int]) -> None:
-        """Run the handler on each entry; ack successes and dead-letter failures in one go."""
+        """Run the handlers on the entries; ack successes and dead-letter failures in one go."""
         acks: list[bytes] = []
         dead: list[DlqEntry] = []
+        ready: list[tuple[bytes, bytes, dict[bytes, bytes], int, M]] = []
         for entry_id, fields in entries:
             if fields is None:  # deleted from the stream while pending (Redis < 7)
                 self._lost([entry_id])
@@ -346,6 +357,11 @@ class Consumer(Generic[M]):
                 err = f"delivered {n} times without an ack"
                 dead.append(self._dead(entry_id, raw, fields, "deliveries", err, n))
                 continue
+            ready.append((entry_id, raw, fields, n, msg))
+        if ready and await self._batch(ready):
+            acks.extend(entry_id for entry_id, *_ in ready)
+            ready = []
+        for entry_id, raw, fields, n, msg in ready:
             try:
                 await self.handler(msg, entry_id.decode())
             except Invalid as e:
@@ -366,6 +382,21 @@ class Consumer(Generic[M]):
         elif acks:
             await self.client.xack(self.stream, self.group, *acks)
         self._acked.inc(len(acks))
+
+    async def _batch(self, ready: list[tuple[bytes, bytes, dict[bytes, bytes], int, M]]) -> bool:
+        """Run the batch handler, if any, on the ready entries; return whether it succeeded."""
+        if self.batch_handler is None:
+            return False
+        try:
+            await self.batch_handler([(msg, entry_id.decode()) for entry_id, *_, msg in ready])
+        except Exception as e:
+            self._fallbacks.inc()
+            log.warning(
+                "Bus: batch handler failed on %d entries of %s: %s; handling them one by one",
+                len(ready), self.stream, error_text(e),
+            )  # fmt: skip
+            return False
+        return True
 
     def _lost(self, entry_ids: list[bytes]) -> None:
         self._trimmed.inc(len(entry_ids))

@@ -43,6 +43,11 @@ BUS_HANDLER_ERRORS = Counter(
     "Handler failures (message left pending)",
     ["stream", "group"],
 )
+BUS_BATCH_FALLBACKS = Counter(
+    "tradebot_bus_batch_fallbacks",
+    "Batch handler failures (the batch's entries then handled one by one)",
+    ["stream", "group"],
+)
 BUS_RECLAIMED = Counter(
     "tradebot_bus_reclaimed",
     "Pending messages reclaimed from dead consumers",

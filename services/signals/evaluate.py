@@ -23,6 +23,9 @@ from services.signals.rules import LONG, SHORT, StrategyParams
 from shared.config import Settings
 from shared.schemas import Candle, Side
 
+Prices = tuple[float, float, float, float, float]  # open, high, low, close, volume
+_COLUMNS = ("open_time", "open", "high", "low", "close", "volume")
+
 
 @dataclass(frozen=True)
 class CandleWindow:
@@ -55,6 +58,13 @@ class CandleWindow:
             volume=np.array([c.volume for c in candles], dtype=np.float64),
         )
 
+    @classmethod
+    def from_rows(cls, times: Sequence[int], prices: Sequence[Prices]) -> CandleWindow:
+        """Build the column arrays from open times and (open, high, low, close, volume) rows."""
+        n = len(times)
+        table = np.array(prices, dtype=np.float64).reshape(n, 5)
+        return cls(np.array(times, dtype=np.int64), *np.ascontiguousarray(table.T))
+
     def __len__(self) -> int:
         return len(self.open_time)
 
@@ -80,21 +90,40 @@ class Evaluation:
 def evaluate(window: CandleWindow | Sequence[Candle], settings: Settings) -> Evaluation:
     """Return the indicators and the entry side at the last candle of the window."""
     w = window if isinstance(window, CandleWindow) else CandleWindow.from_candles(window)
+    return evaluate_many([w], settings)[0]
+
+
+def evaluate_many(windows: Sequence[CandleWindow], settings: Settings) -> list[Evaluation]:
+    """Return ``evaluate`` of each window, computed in one pass over all of them.
+
+    The windows are laid end to end and each starts a segment of its own, so no value reads
+    across two windows: every indicator at a window's last candle sums the same candles in
+    the same order as ``evaluate`` of that window alone, and is bit for bit the same.
+    """
+    if not windows:
+        return []
+    w = CandleWindow(*(np.concatenate([getattr(x, name) for x in windows]) for name in _COLUMNS))
+    tf_ms = settings.timeframe_ms
+    pos = np.concatenate([ind.segment_position(x.open_time, tf_ms) for x in windows])
     params = StrategyParams.from_settings(settings)
-    pos = ind.segment_position(w.open_time, settings.timeframe_ms)
     body = ind.body_pct(w.open, w.close)
     vr = ind.vol_ratio(w.volume, settings.vr_window, pos)
     ch = ind.chop(w.high, w.low, w.close, settings.chop_period, pos)
     longs = rules.long_signal(w.open, w.close, body, vr, ch, params)
     shorts = rules.short_signal(w.open, w.close, body, vr, ch, params)
-    side = int(longs[-1]) - int(shorts[-1])
-    return Evaluation(
-        open_time=int(w.open_time[-1]),
-        body_pct=float(body[-1]),
-        vol_ratio=float(vr[-1]),
-        chop=float(ch[-1]),
-        side=side if side in (LONG, SHORT) else None,
-    )
+    out = []
+    for last in np.cumsum([len(x) for x in windows]) - 1:
+        side = int(longs[last]) - int(shorts[last])
+        out.append(
+            Evaluation(
+                open_time=int(w.open_time[last]),
+                body_pct=float(body[last]),
+                vol_ratio=float(vr[last]),
+                chop=float(ch[last]),
+                side=side if side in (LONG, SHORT) else None,
+            )
+        )
+    return out
 
 
 def entry_reason(ev: Evaluation, settings: Settings) -> str:

@@ -18,7 +18,15 @@ from shared.bus import Consumer, ensure_group, publish, publish_many
 from shared.redisconn import EmbeddedRedis
 from shared.schemas import PriceTick
 from tests.fixtures.metrics import sample
-from tests.integration.bus.helpers import GROUP, STREAM, eventually, running, tick
+from tests.integration.bus.helpers import (
+    GROUP,
+    STREAM,
+    dlq_entries,
+    eventually,
+    pending_count,
+    running,
+    tick,
+)
 from tests.integration.bus.servers import redis_server
 from tests.unit.shared.test_exchange_client import FakeTime
 
@@ -205,3 +213,68 @@ async def test_an_outage_is_ridden_out_with_doubling_waits_capped_then_given_up(
     # 0.1 and 0.2, then the 0.2 s left of the outage; at 0.5 s exactly it gives up.
     assert clock.sleeps == pytest.approx([0.1, 0.2, 0.2])
     assert "giving up after 0.5 s of Redis errors (4 attempts)" in caplog.text
+
+
+async def test_a_batch_handler_gets_every_decoded_entry_of_a_read_at_once(
+    redis_client: aioredis.Redis,
+) -> None:
+    """One call per read with the entries that decoded, in stream order with their ids; the
+    per-entry handler is not called; an undecodable entry is dead-lettered as always, and a
+    read of nothing but such entries does not call the batch handler."""
+    fallbacks = sample("tradebot_bus_batch_fallbacks_total", stream=STREAM, group=GROUP)
+    await ensure_group(redis_client, STREAM, GROUP)
+    first = await publish(redis_client, STREAM, tick(1))
+    await redis_client.xadd(STREAM, {"d": b"not json"})
+    last = await publish(redis_client, STREAM, tick(2))
+    batches: list[list[tuple[PriceTick, str]]] = []
+    seen: list[PriceTick] = []
+
+    async def batch(items: list[tuple[PriceTick, str]]) -> None:
+        batches.append(items)
+
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", recorder(seen), PriceTick,
+                        block_ms=100, batch_handler=batch)  # fmt: skip
+    assert await consumer.poll() == 3
+    assert batches == [[(tick(1), first), (tick(2), last)]]
+    assert seen == []
+    assert [d.reason for d in await dlq_entries(redis_client)] == ["decode"]
+    assert await pending_count(redis_client) == 0
+    await redis_client.xadd(STREAM, {"d": b"[]"})
+    assert await consumer.poll() == 1
+    assert len(batches) == 1  # nothing decoded: no call
+    assert sample("tradebot_bus_batch_fallbacks_total", stream=STREAM, group=GROUP) == fallbacks
+
+
+async def test_a_failed_batch_is_handled_entry_by_entry(
+    redis_client: aioredis.Redis, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The batch handler raised: each entry goes through the per-entry handler, so only the
+    entry that fails there too stays pending and counts as a handler error."""
+    caplog.set_level(logging.WARNING, logger="shared.bus")
+    fallbacks = sample("tradebot_bus_batch_fallbacks_total", stream=STREAM, group=GROUP)
+    errors = sample("tradebot_bus_handler_errors_total", stream=STREAM, group=GROUP)
+    await ensure_group(redis_client, STREAM, GROUP)
+    await publish_many(redis_client, STREAM, [tick(1), tick(2), tick(3)])
+    seen: list[int] = []
+
+    async def batch(items: list[tuple[PriceTick, str]]) -> None:
+        raise RuntimeError("one of them is bad")
+
+    async def one(msg: PriceTick, entry_id: str) -> None:
+        seen.append(msg.ts)
+        if msg.ts == 2:
+            raise RuntimeError("bad")
+
+    consumer = Consumer(redis_client, STREAM, GROUP, "c1", one, PriceTick,
+                        block_ms=100, batch_handler=batch)  # fmt: skip
+    assert await consumer.poll() == 3
+    assert seen == [1, 2, 3]
+    assert await pending_count(redis_client) == 1
+    assert sample("tradebot_bus_batch_fallbacks_total", stream=STREAM, group=GROUP) == (
+        fallbacks + 1
+    )
+    assert sample("tradebot_bus_handler_errors_total", stream=STREAM, group=GROUP) == errors + 1
+    assert (
+        f"Bus: batch handler failed on 3 entries of {STREAM}: RuntimeError: one of them is bad; "
+        "handling them one by one"
+    ) in caplog.text

@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 import redis.asyncio as aioredis
 
-from services.signals.evaluate import evaluate
+from services.signals.evaluate import CandleWindow, evaluate
 from services.signals.service import BATCH, CandleEvaluator, candle_consumer
 from shared import keys
 from shared.bus import publish
@@ -206,8 +206,13 @@ async def test_the_window_skips_foreign_members_and_keeps_the_rest(
     [other] = trend("OTHER/USDT:USDT", n=1, start=oldest - TF_MS)
     tick = PriceTick(symbol="WIN/USDT:USDT", price=1.0, ts=1)
     await redis_client.zadd(key, {encode(other): oldest - TF_MS, encode(tick): oldest - 2 * TF_MS})
-    window = await CandleEvaluator(redis_client, settings).load_window(series[-1])
-    assert window == series
+    [window] = await CandleEvaluator(redis_client, settings).load_windows([series[-1]])
+    assert columns(window) == columns(CandleWindow.from_candles(series))
+
+
+def columns(w: CandleWindow) -> list[list[float]]:
+    """Return a window's columns as lists, to compare windows by value."""
+    return [list(c) for c in (w.open_time, w.open, w.high, w.low, w.close, w.volume)]
 
 
 async def test_a_signal_is_stamped_now_and_counted_by_side_and_symbol(
@@ -240,3 +245,37 @@ def test_the_consumer_reads_small_batches_with_the_configured_redelivery(
         keys.STREAM_CANDLES, keys.GROUP_SIGNALS, "signals-test"
     )  # fmt: skip
     assert (consumer.count, consumer.reclaim_idle_ms, consumer.max_deliveries) == (BATCH, 7_000, 4)
+
+
+async def test_a_batch_is_recorded_as_its_candles_one_by_one_and_decodes_each_member_once(
+    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+) -> None:
+    """Two symbols at two closes, a duplicate and a candle of another timeframe in one
+    batch: the same signals and evaluated sets as the candles handled one at a time. A
+    stored candle is decoded once per worker: the next close decodes only its new one."""
+    settings = make_settings(redis_server, tmp_path, top_n=3, candle_limit=25)
+    up = trend("UPB/USDT:USDT", n=31)
+    down = trend("DNB/USDT:USDT", step=-0.003, last_move=-0.02)
+    minute = trend("MIN/USDT:USDT", timeframe="1m", tf_ms=60_000)
+    for series in (up[:-1], down):
+        await store(redis_client, series)
+    evaluator = CandleEvaluator(redis_client, settings)
+    assert evaluator.stored_row.cache_info().maxsize == (3 + 16) * 26
+    batch = [up[-2], down[-1], minute[-1], down[-1]]
+    await evaluator.handle_batch([(c, f"{i}-0") for i, c in enumerate(batch)])
+    got = [s.id for s in await signals(redis_client)]
+    assert got == [entry_signal_id("DNB/USDT:USDT", TF, down[-1].open_time, "short")] * 2
+    assert await evaluated(redis_client, down[-1]) == {"UPB/USDT:USDT", "DNB/USDT:USDT"}
+    assert not await redis_client.exists(keys.close_evaluated_key(minute[-1].open_time + 60_000))
+    await redis_client.delete(keys.STREAM_SIGNALS)
+    alone = CandleEvaluator(redis_client, settings)
+    for i, c in enumerate(batch):
+        await alone.handle(c, f"{i}-0")
+    assert [s.id for s in await signals(redis_client)] == got
+
+    await store(redis_client, up[-1:])
+    misses = evaluator.stored_row.cache_info().misses
+    await evaluator.handle_batch([(up[-1], "9-0")])
+    assert evaluator.stored_row.cache_info().misses == misses + 1
+    [long_] = [s for s in await signals(redis_client) if s.symbol == "UPB/USDT:USDT"]
+    assert (long_.side, long_.vol_ratio) == ("long", evaluate(up[-25:], settings).vol_ratio)

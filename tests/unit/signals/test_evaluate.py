@@ -13,7 +13,14 @@ from hypothesis import strategies as st
 
 from services.backtest.engine import BacktestConfig, candidate_sides
 from services.signals import indicators as ind
-from services.signals.evaluate import CandleWindow, Evaluation, describe, entry_reason, evaluate
+from services.signals.evaluate import (
+    CandleWindow,
+    Evaluation,
+    describe,
+    entry_reason,
+    evaluate,
+    evaluate_many,
+)
 from services.signals.rules import LONG, SHORT
 from shared.config import Settings
 from shared.schemas import Candle
@@ -193,3 +200,49 @@ def test_the_log_line_shows_the_indicators_rounded() -> None:
     assert describe(Evaluation(0, 0.0082, 2.14, 43.4, LONG)) == ("body=0.82% VR=2.1 CHOP=43")
     # CHOP is NaN until a segment has CHOP_PERIOD candles
     assert describe(Evaluation(0, 0.0, 1.0, math.nan, None)) == ("body=0.00% VR=1.0 CHOP=nan")
+
+
+def test_many_windows_in_one_pass_equal_each_window_alone() -> None:
+    """``evaluate_many`` lays windows end to end: no value may read across two of them, even
+    where one window starts exactly one timeframe after the previous one ended (the case a
+    gap check alone would join) or repeats it, and whatever their lengths."""
+    s = Settings(timeframe=TF, candle_limit=30, vr_window=5, chop_period=4)
+    frames = [with_gaps(f).reset_index(drop=True) for f in
+              generate_candles(2, 2, seed=3, timeframe_ms=TF_MS).values()]  # fmt: skip
+    a, b = frames
+    windows = [
+        window_at(a, 40, 30),
+        window_at(a, 70, 30),  # starts right after the previous one ends
+        window_at(b, 70, 30),  # the same times, another symbol
+        window_at(b, 70, 30),
+        window_at(a, 0, 30),  # one candle
+        window_at(b, 3, 30),  # shorter than the indicator windows
+        window_at(a, 305, 30),  # across a gap
+        window_at(a, 9, 10),
+        window_at(a, 12, 3),  # right after, too short for any value: NaN, not the joined one
+    ]
+    together = evaluate_many(windows, s)
+    alone = [evaluate(w, s) for w in windows]
+    assert [(e.open_time, e.side, bits(e.body_pct), bits(e.vol_ratio), bits(e.chop))
+            for e in together] == [
+        (e.open_time, e.side, bits(e.body_pct), bits(e.vol_ratio), bits(e.chop)) for e in alone
+    ]  # fmt: skip
+    assert not math.isnan(alone[1].chop)  # the joined case has values to get wrong
+    assert math.isnan(alone[-1].vol_ratio)
+    assert math.isnan(alone[-1].chop)
+    assert evaluate_many([], s) == []
+
+
+def test_a_window_from_rows_has_the_columns_of_its_candles() -> None:
+    frame = next(iter(generate_candles(1, 1, seed=5, timeframe_ms=TF_MS).values())).head(7)
+    candles = as_candles(frame, "ROW/USDT")
+    rows = CandleWindow.from_rows(
+        [c.open_time for c in candles],
+        [(c.open, c.high, c.low, c.close, c.volume) for c in candles],
+    )
+    want = CandleWindow.from_candles(candles)
+    for name in ("open_time", "open", "high", "low", "close", "volume"):
+        got, expected = getattr(rows, name), getattr(want, name)
+        assert got.dtype == expected.dtype, name
+        assert got.tolist() == expected.tolist(), name
+        assert got.flags["C_CONTIGUOUS"], name
