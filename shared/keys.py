@@ -57,6 +57,11 @@ def close_expected_key(close_ms: int) -> str:
     return f"{PREFIX}close:{close_ms}:expected"
 
 
+def close_published_key(close_ms: int) -> str:
+    """Return the key holding when market_data first published a close (wall clock, µs)."""
+    return f"{PREFIX}close:{close_ms}:published"
+
+
 def close_evaluated_key(close_ms: int) -> str:
     """Return the set of symbols whose candle of one close time a signals worker evaluated."""
     return f"{PREFIX}close:{close_ms}:evaluated"

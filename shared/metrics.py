@@ -131,6 +131,12 @@ ENTRIES_REFUSED = Counter(
     "tradebot_entries_refused", "Entry signals not traded, by reason", ["reason"]
 )
 INTENTS_OPEN = Gauge("tradebot_intents_open", "Order intents written and not yet settled")
+PUBLISH_TO_ORDER = Histogram(
+    "tradebot_publish_to_order_seconds",
+    "From market_data publishing a close's candles to the exchange acknowledging an entry "
+    "order of that close, on the wall clock",
+    buckets=(0.001, 0.002, 0.005, 0.01, 0.02, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+)
 SIGNAL_TO_ORDER = Histogram(
     "tradebot_candle_to_order_seconds",
     "Candle close to entry fill, on the exchange's clock",

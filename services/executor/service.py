@@ -52,7 +52,7 @@ from shared.exchange_errors import (
     TemporaryError,
 )
 from shared.exchange_models import MarketInfo, Order
-from shared.metrics import ENTRIES_REFUSED, ORDERS, SIGNAL_TO_ORDER
+from shared.metrics import ENTRIES_REFUSED, ORDERS, PUBLISH_TO_ORDER, SIGNAL_TO_ORDER
 from shared.order_ids import stop_client_id
 from shared.schemas import (
     EntrySignal,
@@ -69,6 +69,10 @@ from shared.service import ServiceContext
 log = logging.getLogger("executor")
 
 POLL_S = 0.05
+# A close waiting for its last evaluations is checked again after 1 ms, then 2, 4... up to
+# POLL_S: its entries go out within about a millisecond of the close becoming complete,
+# and a close that stays incomplete (a worker down) costs no more than the idle polling.
+READY_POLL_S = 0.001
 # The orders the current flow (task) itself is working on.
 _OWN_WORK: contextvars.ContextVar[frozenset[str]] = contextvars.ContextVar(
     "executor_own_work", default=frozenset()
@@ -93,6 +97,7 @@ class Executor:
         self.busy: set[str] = set()  # client order ids being worked on right now
         self.touched: dict[str, float] = {}  # client order id -> monotonic time last worked on
         self.exits_running = 0
+        self.published_us: dict[int, int] = {}  # close ms -> when market_data published it
         self.wake = asyncio.Event()
         self.work_done = asyncio.Event()  # set whenever an order stops being worked on
 
@@ -194,9 +199,14 @@ class Executor:
     async def allot_loop(self) -> None:
         # pragma: no mutate block (service wiring: the end-to-end and chaos tests run it)
         """Give complete closes their slots, oldest close first."""
+        waiting: int | None = None  # the close found incomplete at the last check
+        wait_s = POLL_S
         while not self.ctx.stop.is_set():
+            self.wake.clear()  # before looking: a wake while we look is not lost
+            blocked = None
             for close_ms, arrived in await self.journal.batches():
                 if not await self.close_ready(close_ms, arrived):
+                    blocked = close_ms
                     break
                 try:
                     await self.allot(close_ms)
@@ -204,17 +214,25 @@ class Executor:
                     log.warning("Entries of close %d: exchange unreachable, retried: %s",
                                 close_ms, e)  # fmt: skip
                     break
-            self.wake.clear()
+            if blocked is None:
+                wait_s = POLL_S
+            else:
+                wait_s = READY_POLL_S if blocked != waiting else min(wait_s * 2, POLL_S)
+            waiting = blocked
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self.wake.wait(), POLL_S)
+                await asyncio.wait_for(self.wake.wait(), wait_s)
 
     async def allot(self, close_ms: int) -> None:
         """Decide the entries of one close in slot order and send the accepted ones."""
+        published: Any = await self.redis.get(keys.close_published_key(close_ms))
+        if published is not None:
+            self.published_us[close_ms] = int(published)
         signals = by_priority(await self.journal.batch(close_ms))
         now = await self.client.server_time()
         for signal in signals:
             await self.enter(signal, now)
         await self.journal.finish_batch(close_ms, [s.id for s in signals])
+        self.published_us.pop(close_ms, None)
 
     async def entry_context(self, symbol: str, now: int) -> EntryContext:
         """Read what the risk checks need: halt, slots, universe, market, equity."""
@@ -315,7 +333,19 @@ class Executor:
             log.error("Entry %s outcome unknown, kept in flight: %s", intent.symbol, e)
             ORDERS.labels("entry", "unknown").inc()
             return
+        self.sent(intent)
         await self.finish_entry(intent, order)
+
+    def sent(self, intent: OrderIntent) -> None:
+        """Time an entry the exchange just acknowledged from when its close was published."""
+        close_ms = int(intent.signal_id.split("|")[2]) + self.s.timeframe_ms
+        published = self.published_us.get(close_ms)
+        if published is None:  # allotted by another holder, or the key expired
+            return
+        seconds = max(0.0, time.time() - published / 1e6)
+        PUBLISH_TO_ORDER.observe(seconds)
+        log.info("Entry sent: %s %.2f ms after its candle was published [%s]",
+                 intent.symbol, seconds * 1000, intent.signal_id)  # fmt: skip
 
     async def finish_entry(self, intent: OrderIntent, order: Order) -> None:
         """Report a placed entry's fill, then protect it with its stop before settling."""

@@ -31,6 +31,7 @@ import asyncio
 import contextlib
 import logging
 import math
+import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol, TypeVar
@@ -489,9 +490,11 @@ class MarketData:
         # Earlier scans may have published candles of the same close (a symbol that failed
         # then and is refilled now): the count covers them too. market_data is the only
         # writer (single active), so the read above cannot go stale before EXEC.
+        published_us = time.time_ns() // 1000  # the executor's latency metric starts here
         for close_ms, before in zip(closes, prior, strict=True):
             total = counts[close_ms] + (int(before) if before is not None else 0)
             pipe.set(keys.close_expected_key(close_ms), total, ex=EXPECTED_TTL_S)
+            pipe.set(keys.close_published_key(close_ms), published_us, ex=EXPECTED_TTL_S, nx=True)
         await pipe.execute()
 
     # --- the loop ----------------------------------------------------------------------

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
+import re
 import time
 from typing import Any
 
@@ -707,3 +708,37 @@ async def test_a_message_not_for_the_executor_is_left_alone(
         await h.executor.handle(tick, "5-1")
     assert "Signals: PriceTick 5-1 is not for the executor; ignored" in caplog.text
     assert (h.sim.account.orders, await h.events()) == ({}, [])
+
+
+async def test_entries_sent_are_timed_from_the_publication_of_their_close(
+    make_executor: MakeHarness, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Each entry order the exchange acknowledged is observed in
+    tradebot_publish_to_order_seconds from market_data's publication of its close (wall
+    clock) and logged; a close without a publication time (expired, or allotted by another
+    copy) is not timed; a refused entry is not timed."""
+    h: Harness = await make_executor(max_positions=1)
+    await h.set_universe(SOL, ETH)
+    count = sample("tradebot_publish_to_order_seconds_count")
+    total = sample("tradebot_publish_to_order_seconds_sum")
+    sol, eth = await h.signal(SOL, vr=3.0), await h.signal(ETH, vr=2.0)  # ETH finds no slot
+    await h.executor.handle(sol, "1-0")
+    await h.executor.handle(eth, "2-0")
+    [(close_ms, _)] = await h.executor.journal.batches()
+    published_us = time.time_ns() // 1000 - 250_000  # a quarter of a second ago
+    await h.redis.set(keys.close_published_key(close_ms), published_us)
+    started = time.time()
+    with caplog.at_level(logging.INFO, logger="executor"):
+        await h.executor.allot(close_ms)
+    took = time.time() - started
+    assert sample("tradebot_publish_to_order_seconds_count") == count + 1
+    spent = sample("tradebot_publish_to_order_seconds_sum") - total
+    assert 0.25 <= spent <= 0.25 + took + 0.01
+    [line] = [r.getMessage() for r in caplog.records if r.getMessage().startswith("Entry sent")]
+    assert re.fullmatch(rf"Entry sent: {re.escape(SOL)} \d+\.\d\d ms after its candle was "
+                        rf"published \[{re.escape(sol.id)}\]", line)  # fmt: skip
+    assert h.executor.published_us == {}  # forgotten once the close is decided
+
+    unknown = o.entry_intent(eth.id, ETH, "long", 1.0, await h.now())
+    h.executor.sent(unknown)  # its close's publication time is not known: not timed
+    assert sample("tradebot_publish_to_order_seconds_count") == count + 1

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 import logging
+import time
 from collections import Counter
 from typing import Any
 
@@ -34,7 +35,9 @@ async def test_fresh_start_publishes_only_the_newest_and_fills_the_window(
     synthetic: SimHandle, make_scanner: MakeScanner, redis_client: aioredis.Redis
 ) -> None:
     md = await make_scanner(synthetic)
+    before_us = time.time_ns() // 1000
     assert await md.scan()
+    after_us = time.time_ns() // 1000
     now = synthetic.sim.now_ms()
     close = now - now % TF_MS
     universe = md.universe
@@ -57,6 +60,9 @@ async def test_fresh_start_publishes_only_the_newest_and_fills_the_window(
     assert await expected(redis_client, close) == 4
     assert await redis_client.ttl(keys.close_expected_key(close)) > 86_000
     assert int(await redis_client.get(keys.MD_CLOCK) or 0) == now
+    published_us = int(await redis_client.get(keys.close_published_key(close)) or 0)
+    assert before_us <= published_us <= after_us  # the wall clock when it was published
+    assert await redis_client.ttl(keys.close_published_key(close)) > 86_000
 
 
 async def test_each_close_is_published_once_across_scans_and_restarts(
@@ -173,6 +179,7 @@ async def test_a_failing_symbol_is_skipped_without_stalling_the_others(
     bad, *good = md.universe.symbols
     flaky[0].failing.add(bad)
     failures = metric("tradebot_md_symbol_failures_total", symbol=bad)
+    first_published: dict[int, Any] = {}
 
     for n in range(1, 6):
         synthetic.sim.step(STEPS_PER_CANDLE)
@@ -183,6 +190,7 @@ async def test_a_failing_symbol_is_skipped_without_stalling_the_others(
         assert sorted(c.symbol for c in published if c.open_time == close - TF_MS) == sorted(good)
         assert await expected(redis_client, close) == 3
         assert metric("tradebot_md_symbol_failures_total", symbol=bad) == failures + n
+        first_published[close] = await redis_client.get(keys.close_published_key(close))
     assert f"Candles: {bad} failed (TemporaryError: ohlcv: RequestTimeout" in caplog.text
     assert "skipped this close" in caplog.text
     assert metric("tradebot_md_symbols_skipped") == 1.0
@@ -209,6 +217,8 @@ async def test_a_failing_symbol_is_skipped_without_stalling_the_others(
     assert mine[-1] == now - now % TF_MS - TF_MS
     assert [b - a for a, b in itertools.pairwise(mine[1:])] == [TF_MS] * (len(mine) - 2)
     assert await expected(redis_client, mine[1] + TF_MS) == 4  # refilled into its close
+    refilled = mine[1] + TF_MS  # its publication time is still the first one's
+    assert await redis_client.get(keys.close_published_key(refilled)) == first_published[refilled]
 
 
 async def test_a_bad_candle_is_refused_and_not_published(
