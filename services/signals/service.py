@@ -49,14 +49,27 @@ BATCH = 16  # candles read per poll: small, so a close's candles spread over the
 CACHE_SPARE_SYMBOLS = 16  # decoded windows cached beyond TOP_N (symbols leaving the universe)
 
 
-Row = tuple[str, str, int, Prices]  # symbol, timeframe, open time, prices
+Owner = tuple[str, str]  # symbol, timeframe
+Row = tuple[Owner, int, Prices]  # whose candle, open time, prices
 
 
-def stored_row(member: bytes) -> Row:
-    """Decode and validate one stored candle (``SchemaError`` if it is not a valid one)."""
-    c = decode(member, Candle)
+def stored_row(member: bytes) -> Row | str:
+    """Decode and validate one stored candle; return why it is not a valid one instead."""
+    try:
+        c = decode(member, Candle)
+    except SchemaError as e:
+        return str(e)
     prices = (c.open, c.high, c.low, c.close, c.volume)
-    return sys.intern(c.symbol), sys.intern(c.timeframe), c.open_time, prices
+    return (sys.intern(c.symbol), sys.intern(c.timeframe)), c.open_time, prices
+
+
+def skipped(key: str, rows: list[Row | str], owner: Owner) -> None:
+    """Log each stored member of a window that is not a valid candle of its own symbol."""
+    for r in rows:
+        if isinstance(r, str):
+            log.warning("Candle: %s skipped a bad stored candle: %s", key, r)
+        elif r[0] != owner:
+            log.warning("Candle: %s skipped a stored candle of %s", key, r[0][0])
 
 
 class CandleEvaluator:
@@ -130,18 +143,12 @@ class CandleEvaluator:
         belong elsewhere are skipped (the gap they leave restarts the indicator windows, so
         it can only suppress an entry).
         """
-        key = keys.candles_key(candle.symbol, candle.timeframe)
-        by_time: dict[int, Prices] = {}
-        for member in reversed(raw):
-            try:
-                symbol, timeframe, open_time, prices = self.stored_row(member)
-            except SchemaError as e:
-                log.warning("Candle: %s skipped a bad stored candle: %s", key, e)
-                continue
-            if (symbol, timeframe) != (candle.symbol, candle.timeframe):
-                log.warning("Candle: %s skipped a stored candle of %s", key, symbol)
-                continue
-            by_time[open_time] = prices
+        owner = (candle.symbol, candle.timeframe)
+        rows = [self.stored_row(member) for member in reversed(raw)]
+        mine = [r for r in rows if type(r) is tuple and r[0] == owner]
+        if len(mine) < len(rows):
+            skipped(keys.candles_key(*owner), rows, owner)
+        by_time = {open_time: prices for _, open_time, prices in mine}
         own = (candle.open, candle.high, candle.low, candle.close, candle.volume)
         if by_time.pop(candle.open_time, None) != own:
             log.debug(
@@ -150,8 +157,8 @@ class CandleEvaluator:
             )  # fmt: skip
         keep = self.settings.candle_limit - 1  # stored candles before this one
         times = sorted(by_time)[max(0, len(by_time) - keep) :]
-        rows = [by_time[t] for t in times]
-        return CandleWindow.from_rows([*times, candle.open_time], [*rows, own])
+        prices = [by_time[t] for t in times]
+        return CandleWindow.from_rows([*times, candle.open_time], [*prices, own])
 
     def entry_signal(self, candle: Candle, ev: Evaluation) -> EntrySignal | None:
         """Return the entry signal the evaluation calls for, or None."""
