@@ -5,8 +5,9 @@ closes each, every window in its ZSET on a private server), consumed by the work
 consumer (``services.signals.service.candle_consumer``) polled until the backlog is empty,
 under pyinstrument, once the first close has been handled (the steady state of a running
 worker, whose windows were decoded at earlier closes). Printed: candles per second (inside
-the profiler, so lower than the throughput script's) and the call tree down to the calls that take at least ``--min-pct``
-percent of the time: where a candle's time goes. docs/performance.md quotes it.
+the profiler, so lower than the throughput script's) and the call tree down to the calls
+that take at least ``--min-pct`` percent of the time: where a candle's time goes.
+docs/performance.md quotes it.
 
 Run: .venv/bin/python bench/profile_signals.py [--symbols 500] [--closes 4] [--html out.html]
 """
