@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+import tracemalloc
 from typing import Any, get_args
 
 import orjson
@@ -308,3 +309,19 @@ def test_unreadable_json_says_so_and_names_no_field() -> None:
     assert message.startswith("not valid JSON: ")
     assert "line 1 column 2" in message
     assert field == ""
+
+
+def test_an_encoded_message_holds_only_its_own_bytes() -> None:
+    """orjson hands back its whole write buffer (about 4 KB from 3.12 on); encode returns
+    bytes of the message's size, or 50,000 stored candles would hold 200 MB."""
+    candle = Candle(symbol="ABC/USDT:USDT", timeframe="1m", open_time=1_735_689_600_000,
+                    open=1.2345, high=1.3, low=1.2, close=1.25, volume=12_345.6)  # fmt: skip
+    tracemalloc.start()
+    try:
+        before = tracemalloc.get_traced_memory()[0]
+        kept = [encode(candle) for _ in range(1000)]
+        held = tracemalloc.get_traced_memory()[0] - before
+    finally:
+        tracemalloc.stop()
+    assert len(kept[0]) < 200
+    assert held < 1000 * 400  # each about its length (under 200) plus the object header
