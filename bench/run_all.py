@@ -27,6 +27,9 @@ SCRIPTS: tuple[tuple[str, str], ...] = (
     ("bench/backtest.py", "backtrader on the same candles"),
     ("bench/exchange_client.py", "bare ccxt on the same simulator"),
     ("bench/signals_throughput.py", "a bare XREADGROUP + XACK loop over the same backlog"),
+    ("bench/profile_signals.py", "none: where one worker's time goes (pyinstrument)"),
+    ("bench/latency.py", "a bare three-hop XADD -> XREADGROUP relay on the same server"),
+    ("bench/scale.py", "the same bot with 8 symbols"),
     ("bench/aof_fsync.py", "Redis with appendonly off"),
     ("bench/redis_wait.py", "the same writes without WAIT"),
 )

@@ -194,7 +194,10 @@ async def test_an_overflowing_volume_ratio_is_still_a_signal(
 
 
 async def test_the_window_skips_foreign_members_and_keeps_the_rest(
-    redis_server: EmbeddedRedis, redis_client: aioredis.Redis, tmp_path: Path
+    redis_server: EmbeddedRedis,
+    redis_client: aioredis.Redis,
+    tmp_path: Path,
+    caplog: pytest.LogCaptureFixture,
 ) -> None:
     settings = make_settings(redis_server, tmp_path)
     series = trend("WIN/USDT:USDT")
@@ -206,8 +209,14 @@ async def test_the_window_skips_foreign_members_and_keeps_the_rest(
     [other] = trend("OTHER/USDT:USDT", n=1, start=oldest - TF_MS)
     tick = PriceTick(symbol="WIN/USDT:USDT", price=1.0, ts=1)
     await redis_client.zadd(key, {encode(other): oldest - TF_MS, encode(tick): oldest - 2 * TF_MS})
-    [window] = await CandleEvaluator(redis_client, settings).load_windows([series[-1]])
+    with caplog.at_level(logging.WARNING, logger="signals"):
+        [window] = await CandleEvaluator(redis_client, settings).load_windows([series[-1]])
     assert columns(window) == columns(CandleWindow.from_candles(series))
+    lines = [r.getMessage() for r in caplog.records]
+    assert lines == [
+        f"Candle: {key} skipped a bad stored candle: kind: expected Candle, got 'tick'",
+        f"Candle: {key} skipped a stored candle of OTHER/USDT:USDT",
+    ]
 
 
 def columns(w: CandleWindow) -> list[list[float]]:
@@ -245,6 +254,12 @@ def test_the_consumer_reads_small_batches_with_the_configured_redelivery(
         keys.STREAM_CANDLES, keys.GROUP_SIGNALS, "signals-test"
     )  # fmt: skip
     assert (consumer.count, consumer.reclaim_idle_ms, consumer.max_deliveries) == (BATCH, 7_000, 4)
+    # A read's candles go to the batch handler; one by one, to the same evaluator's handle.
+    assert consumer.batch_handler is not None
+    evaluator = consumer.batch_handler.__self__  # type: ignore[attr-defined]
+    assert isinstance(evaluator, CandleEvaluator)
+    assert consumer.batch_handler == evaluator.handle_batch
+    assert consumer.handler == evaluator.handle
 
 
 async def test_a_batch_is_recorded_as_its_candles_one_by_one_and_decodes_each_member_once(
@@ -262,7 +277,13 @@ async def test_a_batch_is_recorded_as_its_candles_one_by_one_and_decodes_each_me
     evaluator = CandleEvaluator(redis_client, settings)
     assert evaluator.stored_row.cache_info().maxsize == (3 + 16) * 26
     batch = [up[-2], down[-1], minute[-1], down[-1]]
+    counted, seconds = candles_evaluated(), sample("tradebot_evaluation_duration_seconds_sum")
+    started = time.perf_counter()
     await evaluator.handle_batch([(c, f"{i}-0") for i, c in enumerate(batch)])
+    elapsed = time.perf_counter() - started
+    assert candles_evaluated() == counted + 3  # not the 1m candle
+    spent = sample("tradebot_evaluation_duration_seconds_sum") - seconds
+    assert 0 < spent <= elapsed  # the batch's time, shared among its three candles
     got = [s.id for s in await signals(redis_client)]
     assert got == [entry_signal_id("DNB/USDT:USDT", TF, down[-1].open_time, "short")] * 2
     assert await evaluated(redis_client, down[-1]) == {"UPB/USDT:USDT", "DNB/USDT:USDT"}
@@ -277,5 +298,7 @@ async def test_a_batch_is_recorded_as_its_candles_one_by_one_and_decodes_each_me
     misses = evaluator.stored_row.cache_info().misses
     await evaluator.handle_batch([(up[-1], "9-0")])
     assert evaluator.stored_row.cache_info().misses == misses + 1
+    [window] = await evaluator.load_windows([up[-1]])  # CANDLE_LIMIT of the 31 stored
+    assert columns(window) == columns(CandleWindow.from_candles(up[-25:]))
     [long_] = [s for s in await signals(redis_client) if s.symbol == "UPB/USDT:USDT"]
     assert (long_.side, long_.vol_ratio) == ("long", evaluate(up[-25:], settings).vol_ratio)
