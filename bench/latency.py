@@ -33,6 +33,7 @@ import re
 import sys
 import tempfile
 import time
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -109,8 +110,8 @@ def scripts(symbols: int, closes: int) -> list[Script]:
     return out
 
 
-def bot(tmp: Path, url: str, symbols: int, closes: int) -> list[float]:
-    """Run the bot over the scripted market; return each entry's latency in ms."""
+def bot(tmp: Path, url: str, symbols: int, closes: int) -> tuple[list[float], list[Stages]]:
+    """Run the bot over the scripted market; return each entry's latency in ms and stages."""
     stack = Stack(tmp, url, TB_TOP_N=str(symbols), TB_SCAN_INTERVAL="0.05")
     try:
         start_replay(stack, write_market(tmp / "candles", scripts(symbols, closes), closes))
@@ -118,9 +119,49 @@ def bot(tmp: Path, url: str, symbols: int, closes: int) -> list[float]:
             stack.start(service)
         settle(stack)
         step_until(stack, 4 * closes, timeout=60)
-        return [float(m.group(1)) for m in SENT.finditer(stack.log("executor"))]
+        executor = stack.log("executor")
+        got = [float(m.group(1)) for m in SENT.finditer(executor)]
+        return got, stages(stack.log("signals"), executor)
     finally:
         stack.stop_all()
+
+
+Stages = tuple[float, float, float]  # ms: published -> signal, -> entry decided, -> sent
+
+
+def log_ms(line: str) -> float:
+    """Return the wall time of a log line (``2026-12-06 18:33:33,757 ...``) in ms."""
+    when = datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S,%f").replace(tzinfo=UTC)
+    return when.timestamp() * 1000
+
+
+def stages(signals_log: str, executor_log: str) -> list[Stages]:
+    """Split each entry's latency into stages from the log lines' times (1 ms resolution).
+
+    Published: the "Entry sent" line's time less its latency. Signal: the worker's last
+    "Signal: LONG <symbol>" line before the entry. Decided: the executor's "Entry:" line
+    (the close complete, the risk checks and the balance done; the intent is written and
+    the order sent after it). Sent: the "Entry sent" line.
+    """
+    signal_at: dict[str, list[float]] = {}
+    for line in signals_log.splitlines():
+        if m := re.search(r"Signal: LONG (\S+)", line):
+            signal_at.setdefault(m.group(1), []).append(log_ms(line))
+    decided: dict[str, float] = {}
+    out: list[Stages] = []
+    for line in executor_log.splitlines():
+        if m := re.search(r"Entry: LONG .*\[(\S+)\]$", line):
+            decided[m.group(1)] = log_ms(line)
+        elif (m := SENT.search(line)) and (sid := re.search(r"\[(\S+)\]$", line)):
+            sent = log_ms(line)
+            published = sent - float(m.group(1))
+            symbol = sid.group(1).split("|")[0]
+            signal = max((t for t in signal_at.get(symbol, []) if t <= sent), default=None)
+            if signal is None or sid.group(1) not in decided:
+                continue
+            at = decided[sid.group(1)]
+            out.append((signal - published, at - signal, sent - at))
+    return out
 
 
 def pct(samples: list[float]) -> tuple[float, float, float]:
@@ -140,7 +181,7 @@ def main(
         server.start()
         try:
             base = asyncio.run(floor(server.url, floor_n))
-            got = bot(Path(tmp) / "bot", server.url, symbols, closes)
+            got, parts = bot(Path(tmp) / "bot", server.url, symbols, closes)
         finally:
             server.stop()
     if len(got) < closes // 2:
@@ -156,6 +197,12 @@ def main(
     print(f"  {'ratio bot / floor':<34} "
           f"{bp[0] / fp[0]:8.1f} {bp[1] / fp[1]:8.1f} {bp[2] / fp[2]:8.1f}")  # fmt: skip
     print("  (ms; with fewer than 1,000 samples the p99.9 is the largest)")
+    if parts:
+        med = np.median(np.array(parts), axis=0)
+        print(
+            "  median by stage (from log times, 1 ms resolution): published -> signal "
+            f"{med[0]:.1f}, -> entry decided {med[1]:.1f}, -> order acked {med[2]:.1f}"
+        )
     missed = []
     if bp[1] >= TARGET_P99_MS:
         over = bp[1] / TARGET_P99_MS

@@ -300,5 +300,8 @@ async def test_a_batch_is_recorded_as_its_candles_one_by_one_and_decodes_each_me
     assert evaluator.stored_row.cache_info().misses == misses + 1
     [window] = await evaluator.load_windows([up[-1]])  # CANDLE_LIMIT of the 31 stored
     assert columns(window) == columns(CandleWindow.from_candles(up[-25:]))
+    [unstored] = trend("UPB/USDT:USDT", n=1, start=up[-1].open_time + TF_MS)
+    [window] = await evaluator.load_windows([unstored])  # not stored yet: the newest 24 + it
+    assert columns(window) == columns(CandleWindow.from_candles([*up[-24:], unstored]))
     [long_] = [s for s in await signals(redis_client) if s.symbol == "UPB/USDT:USDT"]
     assert (long_.side, long_.vol_ratio) == ("long", evaluate(up[-25:], settings).vol_ratio)
