@@ -75,6 +75,11 @@ def entry_signal_id(symbol: str, timeframe: str, candle_open_ms: int, side: Side
     return f"{symbol}|{timeframe}|{candle_open_ms}|{side}"
 
 
+def entry_candle_open_ms(signal_id: str) -> int:
+    """Return the candle open time (ms) named by an entry_signal_id."""
+    return int(signal_id.split("|")[2])
+
+
 def exit_signal_id(position_id: str, reason: ExitReason) -> str:
     """Return the deterministic id of an exit signal: one exit per position and reason."""
     return f"{position_id}|exit|{reason}"

@@ -63,6 +63,7 @@ from shared.schemas import (
     OrderIntent,
     Side,
     StopCommand,
+    entry_candle_open_ms,
 )
 from shared.service import ServiceContext
 
@@ -338,7 +339,7 @@ class Executor:
 
     def sent(self, intent: OrderIntent) -> None:
         """Time an entry the exchange just acknowledged from when its close was published."""
-        close_ms = int(intent.signal_id.split("|")[2]) + self.s.timeframe_ms
+        close_ms = entry_candle_open_ms(intent.signal_id) + self.s.timeframe_ms
         published = self.published_us.get(close_ms)
         if published is None:  # allotted by another holder, or the key expired
             return
@@ -370,7 +371,7 @@ class Executor:
         await self.journal.publish(filled)
         ORDERS.labels("entry", "filled").inc()
         if order.timestamp is not None:  # candle close to fill, both on the exchange's clock
-            candle_open = int(pid.split("|")[2])
+            candle_open = entry_candle_open_ms(pid)
             SIGNAL_TO_ORDER.observe(
                 max(0, order.timestamp - candle_open - self.s.timeframe_ms) / 1000
             )

@@ -28,6 +28,7 @@ from shared.schemas import (
     StopCommand,
     decode,
     encode,
+    entry_candle_open_ms,
     entry_signal_id,
     exit_signal_id,
     stop_command_id,
@@ -325,3 +326,8 @@ def test_an_encoded_message_holds_only_its_own_bytes() -> None:
         tracemalloc.stop()
     assert len(kept[0]) < 200
     assert held < 1000 * 400  # each about its length (under 200) plus the object header
+
+
+def test_an_entry_signal_id_gives_back_its_candle_open_time() -> None:
+    sid = entry_signal_id("SOL/USDT:USDT", "5m", 1_735_689_600_000, "short")
+    assert entry_candle_open_ms(sid) == 1_735_689_600_000
